@@ -1,0 +1,756 @@
+//! Routing and handlers of the admin API. Transport-free: [`handle`] takes an [`ApiRequest`] and
+//! returns an [`ApiResponse`], so tests call it directly and the tiny_http server only converts.
+//!
+//! Order of checks for `/api/…`: lockout (429) → token (401) → route (404/405) → permission
+//! (403) → draining (503 for changes) → handler. Errors are JSON:
+//! `{"error": {"code": "…", "message": "…"}}`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AdminContext;
+use super::auth::{self, Permission, Role};
+use crate::config::LogLevel;
+use crate::runtime::lifecycle::Phase;
+use crate::store::{StoreError, audit, tokens};
+use crate::time::{rfc3339, unix_ms};
+
+/// HTTP methods the API uses (others get 405).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET (and HEAD is answered as GET by tiny_http users; we treat HEAD as GET).
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+    /// Anything else.
+    Other,
+}
+
+impl Method {
+    /// From the request line.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "GET" | "HEAD" => Self::Get,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "DELETE" => Self::Delete,
+            _ => Self::Other,
+        }
+    }
+
+    /// Upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+            Self::Other => "OTHER",
+        }
+    }
+
+    fn changes_state(self) -> bool {
+        !matches!(self, Self::Get)
+    }
+}
+
+/// A request as the handlers see it.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// Method.
+    pub method: Method,
+    /// Path without the query.
+    pub path: String,
+    /// Query string without `?`.
+    pub query: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Client address (from the front's peer header).
+    pub peer: Option<SocketAddr>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// A response to send.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Route label for metrics (bounded set).
+    pub route: &'static str,
+}
+
+impl ApiResponse {
+    fn json(status: u16, v: &Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json; charset=utf-8",
+            headers: Vec::new(),
+            body: v.to_string().into_bytes(),
+            route: "unmatched",
+        }
+    }
+
+    fn empty(status: u16) -> Self {
+        Self {
+            status,
+            content_type: "application/json; charset=utf-8",
+            headers: Vec::new(),
+            body: Vec::new(),
+            route: "unmatched",
+        }
+    }
+
+    fn with_route(mut self, route: &'static str) -> Self {
+        self.route = route;
+        self
+    }
+}
+
+/// An error answered as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Status code.
+    pub status: u16,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation (never personal data).
+    pub message: String,
+    /// Extra headers (WWW-Authenticate, Retry-After, Allow).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    fn not_found() -> Self {
+        Self::new(404, "not_found", "no such resource")
+    }
+
+    fn unauthorized() -> Self {
+        let mut e = Self::new(401, "unauthorized", "a valid bearer token is required");
+        e.headers.push(("WWW-Authenticate", "Bearer realm=\"vaultcall\"".into()));
+        e
+    }
+
+    fn internal(e: &StoreError) -> Self {
+        log::error!(error:% = e; "admin API store failure");
+        Self::new(500, "internal", "internal error; see the daemon log")
+    }
+
+    fn into_response(self) -> ApiResponse {
+        let mut r = ApiResponse::json(
+            self.status,
+            &json!({"error": {"code": self.code, "message": self.message}}),
+        );
+        r.headers = self.headers;
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::not_found(),
+            StoreError::Closed => Self::new(503, "unavailable", "the daemon is shutting down"),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+/// The routes. Variants carry what the path holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Status,
+    WhoAmI,
+    TokensList,
+    TokensCreate,
+    TokenRevoke(String),
+    LogLevelGet,
+    LogLevelSet,
+    Reload,
+    AuditList,
+    AuditVerify,
+}
+
+impl Route {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Healthz => "/healthz",
+            Self::Readyz => "/readyz",
+            Self::Metrics => "/metrics",
+            Self::Status => "/api/v1/status",
+            Self::WhoAmI => "/api/v1/whoami",
+            Self::TokensList | Self::TokensCreate => "/api/v1/tokens",
+            Self::TokenRevoke(_) => "/api/v1/tokens/{id}",
+            Self::LogLevelGet | Self::LogLevelSet => "/api/v1/log-level",
+            Self::Reload => "/api/v1/reload",
+            Self::AuditList => "/api/v1/audit",
+            Self::AuditVerify => "/api/v1/audit/verify",
+        }
+    }
+
+    /// What the caller must hold; `None` for public routes.
+    fn permission(&self, metrics_require_token: bool) -> Option<Permission> {
+        match self {
+            Self::Healthz | Self::Readyz => None,
+            Self::Metrics => metrics_require_token.then_some(Permission::MetricsRead),
+            Self::Status | Self::WhoAmI | Self::LogLevelGet => Some(Permission::StatusRead),
+            Self::TokensList | Self::TokensCreate | Self::TokenRevoke(_) => Some(Permission::TokensManage),
+            Self::LogLevelSet | Self::Reload => Some(Permission::ConfigManage),
+            Self::AuditList | Self::AuditVerify => Some(Permission::AuditRead),
+        }
+    }
+}
+
+/// Matches method and path; `Err` is 404 or 405 (with the allowed methods).
+fn route(method: Method, path: &str) -> Result<Route, ApiError> {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let by_method = |allowed: &[(Method, Route)]| -> Result<Route, ApiError> {
+        if let Some((_, r)) = allowed.iter().find(|(m, _)| *m == method) {
+            return Ok(r.clone());
+        }
+        let allow: Vec<&str> = allowed.iter().map(|(m, _)| m.as_str()).collect();
+        let mut e = ApiError::new(405, "method_not_allowed", format!("allowed: {}", allow.join(", ")));
+        e.headers.push(("Allow", allow.join(", ")));
+        Err(e)
+    };
+    use Method::*;
+    match segs.as_slice() {
+        ["healthz"] => by_method(&[(Get, Route::Healthz)]),
+        ["readyz"] => by_method(&[(Get, Route::Readyz)]),
+        ["metrics"] => by_method(&[(Get, Route::Metrics)]),
+        ["api", "v1", "status"] => by_method(&[(Get, Route::Status)]),
+        ["api", "v1", "whoami"] => by_method(&[(Get, Route::WhoAmI)]),
+        ["api", "v1", "tokens"] => by_method(&[(Get, Route::TokensList), (Post, Route::TokensCreate)]),
+        ["api", "v1", "tokens", id] => by_method(&[(Delete, Route::TokenRevoke((*id).to_owned()))]),
+        ["api", "v1", "log-level"] => by_method(&[(Get, Route::LogLevelGet), (Put, Route::LogLevelSet)]),
+        ["api", "v1", "reload"] => by_method(&[(Post, Route::Reload)]),
+        ["api", "v1", "audit"] => by_method(&[(Get, Route::AuditList)]),
+        ["api", "v1", "audit", "verify"] => by_method(&[(Get, Route::AuditVerify)]),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Token id.
+    pub token_id: String,
+    /// Token name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+fn peer_ip(req: &ApiRequest) -> IpAddr {
+    req.peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip())
+}
+
+/// Checks the bearer token, with lockout after repeated failures from one address.
+fn authenticate(ctx: &AdminContext, req: &ApiRequest) -> Result<Caller, ApiError> {
+    let ip = peer_ip(req);
+    let now = ctx.clock.mono();
+    let fail = |reason: &'static str| {
+        ctx.metrics.auth_failures.with(&[reason]).inc();
+    };
+    if let Some(wait) = ctx.limiter.lock().unwrap_or_else(|p| p.into_inner()).locked(ip, now) {
+        fail("locked_out");
+        let mut e = ApiError::new(429, "too_many_failures", "too many failed logins from this address; try later");
+        e.headers.push(("Retry-After", wait.as_secs().max(1).to_string()));
+        return Err(e);
+    }
+    let Some(bearer) = req
+        .authorization
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+    else {
+        fail("missing");
+        return Err(ApiError::unauthorized());
+    };
+    let now_ms = unix_ms(ctx.clock.wall());
+    let verified = match auth::parse_bearer(bearer) {
+        Some((id, secret)) => {
+            let id = id.to_owned();
+            let row = ctx.store.read(move |c| tokens::get(c, &id))?;
+            row.filter(|r| auth::verify(r, secret, now_ms))
+        }
+        None => None,
+    };
+    let Some(row) = verified else {
+        fail("invalid");
+        let locked = ctx.limiter.lock().unwrap_or_else(|p| p.into_inner()).failure(ip, now);
+        log::info!(peer:% = ip, locked_out = locked; "admin API authentication failed");
+        if locked {
+            let _ = ctx.store.write(move |c| {
+                audit::append(
+                    c,
+                    &audit::NewEntry {
+                        at_ms: now_ms,
+                        actor: "system",
+                        role: None,
+                        action: "auth.lockout",
+                        object: None,
+                        result: "locked_out",
+                        detail: json!({"peer": ip.to_string()}),
+                    },
+                )
+                .map(|_| ())
+            });
+        }
+        return Err(ApiError::unauthorized());
+    };
+    let Some(role) = Role::parse(&row.role) else {
+        return Err(ApiError::unauthorized());
+    };
+    touch(ctx, &row.id.0, now, now_ms);
+    Ok(Caller {
+        token_id: row.id.0,
+        name: row.name,
+        role,
+    })
+}
+
+/// Records `last_used_at`, at most once a minute per token.
+fn touch(ctx: &AdminContext, id: &str, now: std::time::Instant, now_ms: i64) {
+    {
+        let mut t = ctx.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if t.get(id).is_some_and(|last| now.saturating_duration_since(*last) < Duration::from_secs(60)) {
+            return;
+        }
+        if t.len() >= 10_000 {
+            t.clear();
+        }
+        t.insert(id.to_owned(), now);
+    }
+    let id = id.to_owned();
+    if let Err(e) = ctx.store.write(move |c| tokens::touch(c, &id, now_ms)) {
+        log::warn!(error:% = e; "could not record token use");
+    }
+}
+
+/// Handles one request.
+pub fn handle(ctx: &AdminContext, req: &ApiRequest) -> ApiResponse {
+    let tls = ctx.tls;
+    let mut resp = match dispatch(ctx, req) {
+        Ok(r) => r,
+        Err((label, e)) => e.into_response().with_route(label),
+    };
+    resp.headers.push(("Cache-Control", "no-store".into()));
+    resp.headers.push(("X-Content-Type-Options", "nosniff".into()));
+    if tls {
+        resp.headers.push(("Strict-Transport-Security", "max-age=31536000".into()));
+    }
+    resp
+}
+
+fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'static str, ApiError)> {
+    let is_api = req.path == "/api" || req.path.starts_with("/api/");
+    let metrics_require_token = ctx.settings.read().unwrap_or_else(|p| p.into_inner()).metrics_require_token;
+    // Under /api/ the caller proves who they are before learning whether a path exists.
+    let caller = if is_api {
+        Some(authenticate(ctx, req).map_err(|e| ("unmatched", e))?)
+    } else {
+        None
+    };
+    let route = route(req.method, &req.path).map_err(|e| ("unmatched", e))?;
+    let label = route.label();
+    let caller = match (route.permission(metrics_require_token), caller) {
+        (None, c) => c,
+        (Some(p), c) => {
+            let c = match c {
+                Some(c) => c,
+                None => authenticate(ctx, req).map_err(|e| (label, e))?,
+            };
+            if !c.role.allows(p) {
+                deny(ctx, &c, req, label);
+                return Err((
+                    label,
+                    ApiError::new(403, "forbidden", format!("role {} lacks permission {}", c.role.as_str(), p.as_str())),
+                ));
+            }
+            Some(c)
+        }
+    };
+    if req.method.changes_state() && ctx.lifecycle.phase() == Phase::Draining {
+        return Err((label, ApiError::new(503, "draining", "the daemon is shutting down; no new work is accepted")));
+    }
+    let r = match (&route, caller) {
+        (Route::Healthz, _) => Ok(ApiResponse::json(200, &json!({"status": "ok"}))),
+        (Route::Readyz, _) => Ok(readyz(ctx)),
+        (Route::Metrics, _) => Ok(ApiResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+            body: crate::telemetry::metrics::global().render().into_bytes(),
+            route: label,
+        }),
+        (_, None) => Err(ApiError::unauthorized()),
+        (Route::Status, Some(_)) => status(ctx),
+        (Route::WhoAmI, Some(c)) => Ok(whoami(&c)),
+        (Route::TokensList, Some(_)) => tokens_list(ctx),
+        (Route::TokensCreate, Some(c)) => tokens_create(ctx, &c, &req.body),
+        (Route::TokenRevoke(id), Some(c)) => token_revoke(ctx, &c, id),
+        (Route::LogLevelGet, Some(_)) => Ok(ApiResponse::json(200, &json!({"level": crate::telemetry::level().as_str()}))),
+        (Route::LogLevelSet, Some(c)) => log_level_set(ctx, &c, &req.body),
+        (Route::Reload, Some(c)) => reload(ctx, &c),
+        (Route::AuditList, Some(_)) => audit_list(ctx, &req.query),
+        (Route::AuditVerify, Some(_)) => audit_verify(ctx),
+    };
+    r.map(|r| r.with_route(label)).map_err(|e| (label, e))
+}
+
+/// Records a 403 in the audit log (who tried what).
+fn deny(ctx: &AdminContext, c: &Caller, req: &ApiRequest, label: &'static str) {
+    let entry_actor = c.token_id.clone();
+    let role = c.role.as_str();
+    let action = format!("{} {label}", req.method.as_str());
+    let at_ms = unix_ms(ctx.clock.wall());
+    let res = ctx.store.write(move |conn| {
+        audit::append(
+            conn,
+            &audit::NewEntry {
+                at_ms,
+                actor: &entry_actor,
+                role: Some(role),
+                action: &action,
+                object: None,
+                result: "denied",
+                detail: json!({}),
+            },
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = res {
+        log::warn!(error:% = e; "could not audit a denied request");
+    }
+}
+
+fn readyz(ctx: &AdminContext) -> ApiResponse {
+    let phase = ctx.lifecycle.phase();
+    let status = if phase == Phase::Ready { 200 } else { 503 };
+    ApiResponse::json(status, &json!({"status": phase.as_str()}))
+}
+
+fn status(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+    let schema: i64 = ctx
+        .store
+        .read(|c| Ok(c.query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))?))?;
+    let uptime = ctx.clock.mono().saturating_duration_since(ctx.lifecycle.started);
+    Ok(ApiResponse::json(
+        200,
+        &json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "git_commit": option_env!("VAULTCALL_GIT_COMMIT").unwrap_or("unknown"),
+            "phase": ctx.lifecycle.phase().as_str(),
+            "started_at": rfc3339(ctx.lifecycle.started_wall),
+            "uptime_seconds": uptime.as_secs(),
+            "config_source": ctx.config_source,
+            "schema_version": schema,
+            "db_bytes": ctx.store.disk_bytes(),
+            "log_level": crate::telemetry::level().as_str(),
+            "in_flight": ctx.lifecycle.in_flight(),
+            "admin": {"tls": ctx.tls},
+        }),
+    ))
+}
+
+fn whoami(c: &Caller) -> ApiResponse {
+    let perms: Vec<&str> = Permission::ALL
+        .into_iter()
+        .filter(|p| c.role.allows(*p))
+        .map(Permission::as_str)
+        .collect();
+    ApiResponse::json(
+        200,
+        &json!({"id": c.token_id, "name": c.name, "role": c.role.as_str(), "permissions": perms}),
+    )
+}
+
+fn opt_time(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |m| Value::String(rfc3339(ms_to_system(m))))
+}
+
+fn ms_to_system(ms: i64) -> std::time::SystemTime {
+    let base = std::time::UNIX_EPOCH;
+    if ms >= 0 {
+        base + Duration::from_millis(ms as u64)
+    } else {
+        base - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+fn token_json(t: &tokens::TokenRow, now_ms: i64) -> Value {
+    json!({
+        "id": t.id.0,
+        "name": t.name,
+        "role": t.role,
+        "created_at": opt_time(Some(t.created_at_ms)),
+        "created_by": t.created_by,
+        "expires_at": opt_time(t.expires_at_ms),
+        "last_used_at": opt_time(t.last_used_at_ms),
+        "revoked_at": opt_time(t.revoked_at_ms),
+        "active": t.is_active(now_ms),
+    })
+}
+
+fn tokens_list(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+    let rows = ctx.store.read(tokens::list)?;
+    let now_ms = unix_ms(ctx.clock.wall());
+    let list: Vec<Value> = rows.iter().map(|t| token_json(t, now_ms)).collect();
+    Ok(ApiResponse::json(200, &json!({"tokens": list})))
+}
+
+/// Body of `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    role: String,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Checks an operator-chosen label: 1–64 characters, no control characters.
+pub fn valid_token_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=64).contains(&n) && !name.chars().any(char::is_control)
+}
+
+fn tokens_create(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let req: CreateToken = parse_json(body)?;
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        ApiError::bad_request("role: allowed values are admin, operator, auditor, compliance")
+    })?;
+    if !valid_token_name(&req.name) {
+        return Err(ApiError::bad_request("name: 1 to 64 characters, no control characters"));
+    }
+    let now_ms = unix_ms(ctx.clock.wall());
+    let expires_at_ms = match req.expires_in_days {
+        None => None,
+        Some(d) if (1..=3650).contains(&d) => Some(now_ms + i64::from(d) * 86_400_000),
+        Some(_) => return Err(ApiError::bad_request("expires_in_days: allowed 1 to 3650")),
+    };
+    let minted = auth::mint(&req.name, role, now_ms, &c.token_id, expires_at_ms)
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+    let row = minted.row.clone();
+    let actor = c.token_id.clone();
+    let actor_role = c.role.as_str();
+    ctx.store.write(move |conn| {
+        tokens::insert(conn, &row)?;
+        audit::append(
+            conn,
+            &audit::NewEntry {
+                at_ms: now_ms,
+                actor: &actor,
+                role: Some(actor_role),
+                action: "token.create",
+                object: Some(&format!("token:{}", row.id)),
+                result: "ok",
+                detail: json!({"role": row.role}),
+            },
+        )?;
+        Ok(())
+    })?;
+    log::info!(token_id:% = minted.row.id, role = role.as_str(); "admin token created");
+    let mut v = token_json(&minted.row, now_ms);
+    v["token"] = Value::String(minted.bearer.as_str().to_owned());
+    Ok(ApiResponse::json(201, &v))
+}
+
+fn token_revoke(ctx: &AdminContext, c: &Caller, id: &str) -> Result<ApiResponse, ApiError> {
+    let now_ms = unix_ms(ctx.clock.wall());
+    let id = id.to_owned();
+    let actor = c.token_id.clone();
+    let actor_role = c.role.as_str();
+    let revoked = ctx.store.write(move |conn| {
+        let revoked = tokens::revoke(conn, &id, now_ms)?;
+        if revoked {
+            audit::append(
+                conn,
+                &audit::NewEntry {
+                    at_ms: now_ms,
+                    actor: &actor,
+                    role: Some(actor_role),
+                    action: "token.revoke",
+                    object: Some(&format!("token:{id}")),
+                    result: "ok",
+                    detail: json!({}),
+                },
+            )?;
+        }
+        Ok(revoked)
+    })?;
+    if revoked {
+        Ok(ApiResponse::empty(204))
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetLevel {
+    level: String,
+}
+
+fn log_level_set(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let req: SetLevel = parse_json(body)?;
+    let level = LogLevel::parse(&req.level)
+        .ok_or_else(|| ApiError::bad_request("level: allowed values are error, warn, info, debug, trace"))?;
+    let previous = crate::telemetry::level();
+    crate::telemetry::set_level(level);
+    log::warn!(from = previous.as_str(), to = level.as_str(), token_id = c.token_id.as_str(); "log level changed through the admin API");
+    let at_ms = unix_ms(ctx.clock.wall());
+    let actor = c.token_id.clone();
+    let role = c.role.as_str();
+    ctx.store.write(move |conn| {
+        audit::append(
+            conn,
+            &audit::NewEntry {
+                at_ms,
+                actor: &actor,
+                role: Some(role),
+                action: "log_level.set",
+                object: None,
+                result: "ok",
+                detail: json!({"from": previous.as_str(), "to": level.as_str()}),
+            },
+        )
+        .map(|_| ())
+    })?;
+    Ok(ApiResponse::json(200, &json!({"level": level.as_str(), "previous": previous.as_str()})))
+}
+
+fn reload(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
+    let report = ctx
+        .control
+        .as_ref()
+        .and_then(|h| h.reload_blocking())
+        .ok_or_else(|| ApiError::new(503, "unavailable", "reload is not available"))?;
+    let at_ms = unix_ms(ctx.clock.wall());
+    let actor = c.token_id.clone();
+    let role = c.role.as_str();
+    let ok = report.error.is_none();
+    let detail = serde_json::to_value(&report).unwrap_or(Value::Null);
+    ctx.store.write(move |conn| {
+        audit::append(
+            conn,
+            &audit::NewEntry {
+                at_ms,
+                actor: &actor,
+                role: Some(role),
+                action: "config.reload",
+                object: None,
+                result: if ok { "ok" } else { "failed" },
+                detail,
+            },
+        )
+        .map(|_| ())
+    })?;
+    let body = serde_json::to_value(&report).unwrap_or(Value::Null);
+    Ok(ApiResponse::json(if ok { 200 } else { 422 }, &body))
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
+    let after = match query_param(query, "after") {
+        None => 0,
+        Some(v) => v.parse::<i64>().map_err(|_| ApiError::bad_request("after: an entry id"))?,
+    };
+    let limit = match query_param(query, "limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit: allowed 1 to 1000"))?,
+    };
+    let entries = ctx.store.read(move |c| audit::page(c, after, limit))?;
+    let next = entries.last().map(|e| e.id.0);
+    Ok(ApiResponse::json(200, &json!({"entries": entries, "next_after": next})))
+}
+
+fn audit_verify(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+    let v = ctx.store.read(audit::verify)?;
+    Ok(ApiResponse::json(
+        200,
+        &match v {
+            Ok(n) => json!({"intact": true, "entries": n}),
+            Err(audit::Break::Content { id }) => json!({"intact": false, "break": {"kind": "content", "id": id}}),
+            Err(audit::Break::Link { id, expected_id }) => {
+                json!({"intact": false, "break": {"kind": "link", "id": id, "expected_id": expected_id}})
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_and_wrong_methods_say_what_is_allowed() {
+        assert_eq!(route(Method::Get, "/api/v1/tokens").unwrap(), Route::TokensList);
+        assert_eq!(route(Method::Post, "/api/v1/tokens/").unwrap(), Route::TokensCreate);
+        assert_eq!(route(Method::Delete, "/api/v1/tokens/abc").unwrap(), Route::TokenRevoke("abc".into()));
+        let e = route(Method::Put, "/api/v1/tokens").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(e.headers, vec![("Allow", "GET, POST".to_owned())]);
+        assert_eq!(route(Method::Get, "/api/v1/nope").unwrap_err().status, 404);
+        assert_eq!(route(Method::Get, "/api/v1/tokens/a/b").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("after=5&limit=10", "limit"), Some("10"));
+        assert_eq!(query_param("", "limit"), None);
+    }
+
+    #[test]
+    fn token_names() {
+        assert!(valid_token_name("运维-张三"));
+        assert!(!valid_token_name(""));
+        assert!(!valid_token_name("a\nb"));
+        assert!(!valid_token_name(&"x".repeat(65)));
+    }
+}

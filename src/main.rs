@@ -1,0 +1,180 @@
+//! The `vaultcall` command line. Exit codes: 0 clean, 64 usage, 78 config invalid,
+//! 1 runtime failure; failures print one line on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use vaultcall::app::{self, ConfigSource, Failure, exit};
+use vaultcall::config::{Config, LogLevel, LogTarget};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vaultcall",
+    version,
+    about = "On-prem AI outbound-call appliance: SIP, local Mandarin speech, call scripts, encrypted recordings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the daemon (embedded defaults unless --config is given).
+    Serve {
+        /// Config file (the package uses /etc/vaultcall/vaultcall.toml).
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: exit 0 if usable, 78 naming the first bad key.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+    /// Print version and build information.
+    Version,
+    /// Admin API tokens and TLS certificates.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCmd {
+    /// Create the first admin token and print it once.
+    Bootstrap {
+        /// Config file (defaults to the embedded defaults).
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+        /// A label for the token.
+        #[arg(long, default_value = "bootstrap admin")]
+        name: String,
+        /// Create another admin token even if one is active.
+        #[arg(long)]
+        force: bool,
+        /// Print only the token (for scripts).
+        #[arg(long)]
+        token_only: bool,
+    },
+    /// List tokens (never their secrets).
+    Tokens {
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id (the 10 hex digits after `vct_`).
+        id: String,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Write a self-signed certificate and key for the admin API.
+    SelfSigned {
+        /// Directory for admin-cert.pem and admin-key.pem.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// DNS name or IP address the certificate is for (repeatable).
+        #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])]
+        names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+}
+
+fn source(config: Option<PathBuf>) -> ConfigSource {
+    config.map_or(ConfigSource::Embedded, ConfigSource::File)
+}
+
+/// CLI commands log warnings and errors to stderr only; stdout carries their output.
+fn quiet_logging() {
+    let _ = vaultcall::telemetry::init(LogLevel::Warn, LogTarget::Stderr);
+    // SAFETY: umask only changes this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+fn with_config(config: Option<PathBuf>) -> Result<Config, Failure> {
+    quiet_logging();
+    app::load_config(&source(config))
+}
+
+fn run(cli: Cli) -> Result<String, Failure> {
+    match cli.cmd {
+        Cmd::Serve { config } => app::serve(source(config)).map(|()| String::new()),
+        Cmd::CheckConfig { path } => {
+            quiet_logging();
+            let cfg = Config::load(&path)?;
+            if let Some(t) = &cfg.admin.tls {
+                let dir = cfg.resolve_paths(&|k| std::env::var(k).ok()).data_dir;
+                vaultcall::admin::tls::load_certified_key(
+                    &vaultcall::config::under(&dir, &t.cert_file),
+                    &vaultcall::config::under(&dir, &t.key_file),
+                )
+                .map_err(Failure::config)?;
+            }
+            Ok(format!("config ok: {}\n", path.display()))
+        }
+        Cmd::Version => Ok(format!(
+            "vaultcall {} (commit {}, database schema {})\n",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("VAULTCALL_GIT_COMMIT").unwrap_or("unknown"),
+            vaultcall::store::migrate::latest_version()
+        )),
+        Cmd::Admin { cmd } => match cmd {
+            AdminCmd::Bootstrap {
+                config,
+                name,
+                force,
+                token_only,
+            } => vaultcall::admin::cli::bootstrap(&with_config(config)?, &name, force, token_only),
+            AdminCmd::Tokens { config } => vaultcall::admin::cli::list(&with_config(config)?),
+            AdminCmd::Revoke { id, config } => vaultcall::admin::cli::revoke(&with_config(config)?, &id),
+            AdminCmd::SelfSigned { out_dir, names, days } => {
+                quiet_logging();
+                vaultcall::admin::cli::self_signed(&out_dir, &names, days)
+            }
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::from(exit::OK)
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    ExitCode::from(exit::USAGE)
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or("invalid usage").trim();
+                    eprintln!("vaultcall: {first} (see vaultcall --help)");
+                    ExitCode::from(exit::USAGE)
+                }
+            };
+        }
+    };
+    match run(cli) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::from(exit::OK)
+        }
+        Err(f) => {
+            eprintln!("vaultcall: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}

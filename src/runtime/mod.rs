@@ -1,0 +1,8 @@
+//! The tokio shell: systemd notification, lifecycle state, the control channel between the
+//! admin API and the app, and socket drivers. Protocol logic lives in the sans-IO cores; the
+//! drivers here only move bytes and time into them.
+
+pub mod control;
+pub mod lifecycle;
+pub mod sip_io;
+pub mod systemd;
