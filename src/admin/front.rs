@@ -304,6 +304,10 @@ fn frame_head(buf: &[u8], peer: SocketAddr, limits: FrontLimits) -> Result<Optio
     if consumed > limits.max_header_bytes {
         return Err(Outcome::Reject(431, "header_too_large", "request line and headers are too large"));
     }
+    if !buf[..consumed].is_ascii() {
+        // tiny_http drops such requests without an answer; say why instead.
+        return Err(Outcome::Reject(400, "bad_request", "request line and headers must be ASCII; percent-encode the URL"));
+    }
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Err(Outcome::Reject(400, "bad_request", "malformed HTTP request"));
     };
@@ -412,6 +416,8 @@ mod tests {
         assert!(matches!(frame_head(neg, peer(), limits()), Err(Outcome::Reject(400, ..))));
         let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(2000));
         assert!(matches!(frame_head(long.as_bytes(), peer(), limits()), Err(Outcome::Reject(431, ..))));
+        let utf8 = "GET /api?name=张伟 HTTP/1.1\r\n\r\n";
+        assert!(matches!(frame_head(utf8.as_bytes(), peer(), limits()), Err(Outcome::Reject(400, ..))));
         let garbage = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
         assert!(matches!(frame_head(garbage, peer(), limits()), Err(Outcome::Reject(400, ..))));
     }
