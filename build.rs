@@ -7,8 +7,13 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/refs");
     println!("cargo:rerun-if-env-changed=VAULTCALL_GIT_COMMIT");
     let commit = std::env::var("VAULTCALL_GIT_COMMIT").ok().or_else(|| {
-        let out = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        let out = Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     });
     if let Some(c) = commit.filter(|c| !c.is_empty()) {
         println!("cargo:rustc-env=VAULTCALL_GIT_COMMIT={c}");

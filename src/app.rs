@@ -178,23 +178,38 @@ fn register_process_metrics(store: &Store, lifecycle: &Arc<Lifecycle>, clock: &A
         "Build information (constant 1).",
         vec![
             ("version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("git_commit", option_env!("VAULTCALL_GIT_COMMIT").unwrap_or("unknown").to_owned()),
+            (
+                "git_commit",
+                option_env!("VAULTCALL_GIT_COMMIT")
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            ),
         ],
     );
     let (l, c) = (lifecycle.clone(), clock.clone());
-    r.gauge_fn("vaultcall_uptime_seconds", "Seconds since the daemon started.", move || {
-        c.mono().saturating_duration_since(l.started).as_secs_f64()
-    });
+    r.gauge_fn(
+        "vaultcall_uptime_seconds",
+        "Seconds since the daemon started.",
+        move || c.mono().saturating_duration_since(l.started).as_secs_f64(),
+    );
     let s = store.clone();
-    r.gauge_fn("vaultcall_db_size_bytes", "Database plus WAL size on disk.", move || s.disk_bytes() as f64);
+    r.gauge_fn(
+        "vaultcall_db_size_bytes",
+        "Database plus WAL size on disk.",
+        move || s.disk_bytes() as f64,
+    );
     let l = lifecycle.clone();
-    r.gauge_fn("vaultcall_ready", "1 while serving, 0 while starting or draining.", move || {
-        f64::from(u8::from(l.phase() == Phase::Ready))
-    });
+    r.gauge_fn(
+        "vaultcall_ready",
+        "1 while serving, 0 while starting or draining.",
+        move || f64::from(u8::from(l.phase() == Phase::Ready)),
+    );
     let l = lifecycle.clone();
-    r.gauge_fn("vaultcall_in_flight", "Units of work in progress (API requests, calls).", move || {
-        l.in_flight() as f64
-    });
+    r.gauge_fn(
+        "vaultcall_in_flight",
+        "Units of work in progress (API requests, calls).",
+        move || l.in_flight() as f64,
+    );
 }
 
 async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Failure> {
@@ -203,17 +218,28 @@ async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Failure> {
         .map_err(|e| Failure::runtime(format!("cannot bind admin.listen {addr}: {e}")))
 }
 
+// The composition root spawns the shell's loops; that is what the disallowed-method rule allows.
+#[allow(clippy::disallowed_methods)]
 async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let lifecycle = Arc::new(Lifecycle::new(clock.mono(), clock.wall()));
     let notifier = Notifier::from_env(&env_var);
     notifier.send("STATUS=starting");
     let paths = cfg.resolve_paths(&env_var);
-    crate::store::ensure_private_dir(&paths.data_dir).map_err(Failure::runtime)?;
+    crate::fs::ensure_private_dir(&paths.data_dir).map_err(|e| {
+        Failure::runtime(format!(
+            "cannot create data directory {}: {e}",
+            paths.data_dir.display()
+        ))
+    })?;
     log::info!(config = source.describe().as_str(), data_dir:% = paths.data_dir.display(); "vaultcall starting");
 
     // Store.
-    let store = Store::open(&under(&paths.data_dir, &cfg.store.path), &cfg.store, unix_ms(clock.wall()))?;
+    let store = Store::open(
+        &under(&paths.data_dir, &cfg.store.path),
+        &cfg.store,
+        unix_ms(clock.wall()),
+    )?;
 
     // Keys.
     let credentials = env_var("CREDENTIALS_DIRECTORY").map(PathBuf::from);
@@ -229,13 +255,20 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     // Sockets.
     let cert = match &cfg.admin.tls {
         Some(t) => {
-            let ck = tls::load_certified_key(&under(&paths.data_dir, &t.cert_file), &under(&paths.data_dir, &t.key_file))
-                .map_err(Failure::config)?;
+            let ck = tls::load_certified_key(
+                &under(&paths.data_dir, &t.cert_file),
+                &under(&paths.data_dir, &t.key_file),
+            )
+            .map_err(Failure::config)?;
             Some(Arc::new(ReloadableCert::new(ck)))
         }
         None => None,
     };
-    let server_tls = cert.clone().map(tls::server_config).transpose().map_err(Failure::config)?;
+    let server_tls = cert
+        .clone()
+        .map(tls::server_config)
+        .transpose()
+        .map_err(Failure::config)?;
     let admin_listener = bind_admin(cfg.admin.listen).await?;
     let (control_tx, mut control_rx) = mpsc::channel(8);
     let ctx = Arc::new(AdminContext {
@@ -251,9 +284,16 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         touched: Mutex::new(HashMap::new()),
     });
     let socket = paths.runtime_dir.join("admin.sock");
-    let api = ApiServer::start(ctx.clone(), &socket, cfg.admin.threads).map_err(Failure::runtime)?;
+    let api =
+        ApiServer::start(ctx.clone(), &socket, cfg.admin.threads).map_err(Failure::runtime)?;
     let limits = Arc::new(RwLock::new(front_limits(&cfg)));
-    let front = Front::new(admin_listener, server_tls, socket, limits.clone(), cfg.admin.max_connections);
+    let front = Front::new(
+        admin_listener,
+        server_tls,
+        socket,
+        limits.clone(),
+        cfg.admin.max_connections,
+    );
     let admin_addr = front.local_addr().map_err(Failure::runtime)?;
     let sip = SipIo::bind(cfg.sip.listen)
         .await
@@ -325,8 +365,12 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     lifecycle.advance(Phase::Draining);
     log::info!(grace_secs = grace.as_secs(), in_flight = lifecycle.in_flight(); "draining");
     let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now() + grace;
-    if !front_task.is_finished() && tokio::time::timeout_at(deadline, &mut front_task).await.is_err() {
+    let deadline = tokio::time::Instant::from_std(clock.mono()) + grace;
+    if !front_task.is_finished()
+        && tokio::time::timeout_at(deadline, &mut front_task)
+            .await
+            .is_err()
+    {
         log::warn!(in_flight = lifecycle.in_flight(); "grace period over with admin connections open; closing them");
         front_task.abort();
     }
@@ -349,7 +393,9 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
 
 fn log_report(r: &ReloadReport) {
     match &r.error {
-        Some(e) => log::error!(reason = e.as_str(); "reload refused; the previous configuration stays in force"),
+        Some(e) => {
+            log::error!(reason = e.as_str(); "reload refused; the previous configuration stays in force")
+        }
         None => log::info!(
             applied = r.applied.join(",").as_str(),
             restart_required = r.restart_required.join(",").as_str();
@@ -378,7 +424,11 @@ fn leaves(cfg: &Config) -> BTreeMap<String, toml::Value> {
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&p, v, out);
                 }
             }
@@ -440,7 +490,10 @@ fn reload(effective: &mut Config, source: &ConfigSource, live: &Live) -> ReloadR
     // re-read even when its path is unchanged: renewals usually keep the file name.
     let new_cert = match (&live.cert, &new.admin.tls) {
         (Some(_), Some(t)) if effective.admin.tls.is_some() => {
-            match tls::load_certified_key(&under(&live.data_dir, &t.cert_file), &under(&live.data_dir, &t.key_file)) {
+            match tls::load_certified_key(
+                &under(&live.data_dir, &t.cert_file),
+                &under(&live.data_dir, &t.key_file),
+            ) {
                 Ok(ck) => Some(ck),
                 Err(e) => {
                     return ReloadReport {
@@ -507,7 +560,10 @@ mod tests {
         let new = Config::fully_specified_example();
         let (_, restart) = classify_changes(&old, &new);
         assert!(restart.contains(&"admin.tls".to_owned()), "{restart:?}");
-        assert!(restart.contains(&"paths.data_dir".to_owned()), "{restart:?}");
+        assert!(
+            restart.contains(&"paths.data_dir".to_owned()),
+            "{restart:?}"
+        );
     }
 
     #[test]

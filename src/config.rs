@@ -373,7 +373,7 @@ impl Config {
             let key = e.path().to_string();
             ConfigError::Parse {
                 key,
-                message: one_line(&e.into_inner().message().to_owned()),
+                message: one_line(e.into_inner().message()),
             }
         })?;
         cfg.validate()?;
@@ -404,18 +404,38 @@ impl Config {
         }
         range("admin.threads", a.threads as u64, 1, 64)?;
         range("admin.max_connections", a.max_connections as u64, 1, 4096)?;
-        range("admin.max_body_bytes", a.max_body_bytes as u64, 1024, 64 << 20)?;
-        range("admin.max_header_bytes", a.max_header_bytes as u64, 1024, 1 << 20)?;
+        range(
+            "admin.max_body_bytes",
+            a.max_body_bytes as u64,
+            1024,
+            64 << 20,
+        )?;
+        range(
+            "admin.max_header_bytes",
+            a.max_header_bytes as u64,
+            1024,
+            1 << 20,
+        )?;
         range("admin.idle_timeout_secs", a.idle_timeout_secs, 1, 3600)?;
         let l = &a.login_limit;
-        range("admin.login_limit.max_failures", u64::from(l.max_failures), 1, 10_000)?;
+        range(
+            "admin.login_limit.max_failures",
+            u64::from(l.max_failures),
+            1,
+            10_000,
+        )?;
         range("admin.login_limit.window_secs", l.window_secs, 1, 86_400)?;
         range("admin.login_limit.lockout_secs", l.lockout_secs, 1, 86_400)?;
         if let Some(tls) = &a.tls {
             nonempty_path("admin.tls.cert_file", &tls.cert_file)?;
             nonempty_path("admin.tls.key_file", &tls.key_file)?;
         }
-        range("lifecycle.shutdown_grace_secs", self.lifecycle.shutdown_grace_secs, 1, 3600)?;
+        range(
+            "lifecycle.shutdown_grace_secs",
+            self.lifecycle.shutdown_grace_secs,
+            1,
+            3600,
+        )?;
         let s = &self.store;
         nonempty_path("store.path", &s.path)?;
         range("store.busy_timeout_ms", s.busy_timeout_ms, 1, 600_000)?;
@@ -531,7 +551,10 @@ fn range(key: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
 
 fn nonempty_path(key: &str, p: &Path) -> Result<(), ConfigError> {
     if p.as_os_str().is_empty() {
-        Err(ConfigError::invalid(key, "must not be empty; allowed: a file path"))
+        Err(ConfigError::invalid(
+            key,
+            "must not be empty; allowed: a file path",
+        ))
     } else {
         Ok(())
     }
@@ -625,7 +648,11 @@ mod tests {
     #[test]
     fn key_paths_cover_nested_sections() {
         let keys = Config::key_paths();
-        for k in ["admin.tls.cert_file", "admin.login_limit.lockout_secs", "store.synchronous"] {
+        for k in [
+            "admin.tls.cert_file",
+            "admin.login_limit.lockout_secs",
+            "store.synchronous",
+        ] {
             assert!(keys.iter().any(|x| x == k), "missing {k} in {keys:?}");
         }
     }

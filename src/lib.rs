@@ -46,9 +46,12 @@
 //! remote input never panics; no personal data in logs — wrap it in [`telemetry::Redacted`];
 //! secrets come from files of mode 0600 or systemd credentials, never argv, env or logs.
 
+#![deny(clippy::unwrap_used, missing_docs)]
+
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fs;
 pub mod ids;
 pub mod runtime;
 pub mod store;

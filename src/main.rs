@@ -135,8 +135,14 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 token_only,
             } => vaultcall::admin::cli::bootstrap(&with_config(config)?, &name, force, token_only),
             AdminCmd::Tokens { config } => vaultcall::admin::cli::list(&with_config(config)?),
-            AdminCmd::Revoke { id, config } => vaultcall::admin::cli::revoke(&with_config(config)?, &id),
-            AdminCmd::SelfSigned { out_dir, names, days } => {
+            AdminCmd::Revoke { id, config } => {
+                vaultcall::admin::cli::revoke(&with_config(config)?, &id)
+            }
+            AdminCmd::SelfSigned {
+                out_dir,
+                names,
+                days,
+            } => {
                 quiet_logging();
                 vaultcall::admin::cli::self_signed(&out_dir, &names, days)
             }

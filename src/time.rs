@@ -22,6 +22,7 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one permitted monotonic-clock read
     fn mono(&self) -> Instant {
         // tokio's Instant follows the paused test clock; outside a runtime it is the std clock.
         tokio::time::Instant::now().into_std()

@@ -1,5 +1,6 @@
 //! The admin API against a real daemon: health, metrics, tokens and roles, what a caller can
 //! learn without the right token, rate limiting, limits, run-time log level, reload, audit.
+#![allow(clippy::disallowed_methods)] // tests drive a real daemon in real time
 
 mod common;
 
@@ -17,7 +18,10 @@ fn create_token(d: &Daemon, admin: &str, role: &str) -> (String, String) {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
-    (v["id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
@@ -30,7 +34,11 @@ fn health_ready_and_metrics_answer_without_a_token() {
     let _ = d.get("/api/v1/status", None);
     let m = d.get("/metrics", None);
     assert_eq!(m.status, 200);
-    assert!(m.header("Content-Type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        m.header("Content-Type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = m.text();
     for needle in [
         "vaultcall_build_info{version=\"",
@@ -71,7 +79,10 @@ fn without_a_valid_token_every_api_path_is_401_alike() {
         for tok in [None, Some("nonsense"), Some(garbage.as_str())] {
             let r = d.get(path, tok);
             assert_eq!(r.status, 401, "{path} {tok:?}: {}", r.text());
-            assert_eq!(r.header("WWW-Authenticate"), Some("Bearer realm=\"vaultcall\""));
+            assert_eq!(
+                r.header("WWW-Authenticate"),
+                Some("Bearer realm=\"vaultcall\"")
+            );
             bodies.push(r.text());
         }
         let r = d.req("DELETE", path, None, None);
@@ -91,14 +102,28 @@ fn wrong_role_is_403_whether_or_not_the_resource_exists() {
     let admin = d.bootstrap();
     let (op_id, op) = create_token(&d, &admin, "operator");
     let (_, auditor) = create_token(&d, &admin, "auditor");
-    let existing = d.req("DELETE", &format!("/api/v1/tokens/{op_id}"), Some(&auditor), None);
+    let existing = d.req(
+        "DELETE",
+        &format!("/api/v1/tokens/{op_id}"),
+        Some(&auditor),
+        None,
+    );
     let missing = d.req("DELETE", "/api/v1/tokens/ffffffffff", Some(&auditor), None);
     assert_eq!(existing.status, 403);
     assert_eq!(missing.status, 403);
     assert_eq!(existing.text(), missing.text());
     assert_eq!(existing.json()["error"]["code"], "forbidden");
     assert_eq!(d.get("/api/v1/tokens", Some(&op)).status, 403);
-    assert_eq!(d.req("PUT", "/api/v1/log-level", Some(&op), Some(r#"{"level":"trace"}"#)).status, 403);
+    assert_eq!(
+        d.req(
+            "PUT",
+            "/api/v1/log-level",
+            Some(&op),
+            Some(r#"{"level":"trace"}"#)
+        )
+        .status,
+        403
+    );
     // An auditor reads the audit log and sees the denials recorded.
     let audit = d.get("/api/v1/audit?limit=1000", Some(&auditor));
     assert_eq!(audit.status, 200);
@@ -106,7 +131,11 @@ fn wrong_role_is_403_whether_or_not_the_resource_exists() {
     let denied = entries.iter().filter(|e| e["result"] == "denied").count();
     assert_eq!(denied, 4, "{entries:?}");
     // The token still works: the denial revoked nothing.
-    assert_eq!(d.get(&format!("/api/v1/tokens/{op_id}"), Some(&admin)).status, 405);
+    assert_eq!(
+        d.get(&format!("/api/v1/tokens/{op_id}"), Some(&admin))
+            .status,
+        405
+    );
 }
 
 #[test]
@@ -117,34 +146,86 @@ fn token_lifecycle_create_list_revoke() {
     let who = d.get("/api/v1/whoami", Some(&op)).json();
     assert_eq!(who["role"], "operator");
     assert_eq!(who["id"], id.as_str());
-    assert!(who["permissions"].as_array().unwrap().contains(&json!("tasks.write")));
-    assert!(!who["permissions"].as_array().unwrap().contains(&json!("tokens.manage")));
+    assert!(
+        who["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tasks.write"))
+    );
+    assert!(
+        !who["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tokens.manage"))
+    );
 
     let list = d.get("/api/v1/tokens", Some(&admin));
     assert_eq!(list.status, 200);
     let text = list.text();
     let secret = op.rsplit('_').next().unwrap();
     assert!(!text.contains(secret), "list leaks a secret");
-    assert!(!text.contains("hash") && !text.contains("salt") && !text.contains("\"token\""), "{text}");
+    assert!(
+        !text.contains("hash") && !text.contains("salt") && !text.contains("\"token\""),
+        "{text}"
+    );
     let tokens = list.json()["tokens"].as_array().unwrap().clone();
     assert_eq!(tokens.len(), 2);
     assert!(tokens.iter().all(|t| t["active"] == true));
 
-    let r = d.req("DELETE", &format!("/api/v1/tokens/{id}"), Some(&admin), None);
+    let r = d.req(
+        "DELETE",
+        &format!("/api/v1/tokens/{id}"),
+        Some(&admin),
+        None,
+    );
     assert_eq!(r.status, 204);
     assert_eq!(d.get("/api/v1/whoami", Some(&op)).status, 401);
-    assert_eq!(d.req("DELETE", &format!("/api/v1/tokens/{id}"), Some(&admin), None).status, 404);
-    assert_eq!(d.req("DELETE", "/api/v1/tokens/ffffffffff", Some(&admin), None).status, 404);
+    assert_eq!(
+        d.req(
+            "DELETE",
+            &format!("/api/v1/tokens/{id}"),
+            Some(&admin),
+            None
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        d.req("DELETE", "/api/v1/tokens/ffffffffff", Some(&admin), None)
+            .status,
+        404
+    );
     let listed = d.get("/api/v1/tokens", Some(&admin)).json();
-    let revoked = listed["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+    let revoked = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(revoked["active"], false);
     assert!(revoked["revoked_at"].is_string());
 
     // Validation errors are JSON 400s that say what is allowed.
-    let bad = d.req("POST", "/api/v1/tokens", Some(&admin), Some(r#"{"name":"x","role":"root"}"#));
+    let bad = d.req(
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(r#"{"name":"x","role":"root"}"#),
+    );
     assert_eq!(bad.status, 400);
-    assert!(bad.json()["error"]["message"].as_str().unwrap().contains("compliance"));
-    let bad = d.req("POST", "/api/v1/tokens", Some(&admin), Some(r#"{"name":"x","role":"admin","extra":1}"#));
+    assert!(
+        bad.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compliance")
+    );
+    let bad = d.req(
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(r#"{"name":"x","role":"admin","extra":1}"#),
+    );
     assert_eq!(bad.status, 400);
     let bad = d.req("POST", "/api/v1/tokens", Some(&admin), Some("not json"));
     assert_eq!(bad.status, 400);
@@ -163,10 +244,17 @@ fn token_lifecycle_create_list_revoke() {
 
 #[test]
 fn repeated_failed_logins_lock_the_address_out() {
-    let d = Daemon::start("", "[admin.login_limit]\nmax_failures = 3\nwindow_secs = 60\nlockout_secs = 120\n");
+    let d = Daemon::start(
+        "",
+        "[admin.login_limit]\nmax_failures = 3\nwindow_secs = 60\nlockout_secs = 120\n",
+    );
     let admin = d.bootstrap();
     let wrong = format!("{}0", &admin[..admin.len() - 1]);
-    let wrong = if wrong == admin { format!("{}1", &admin[..admin.len() - 1]) } else { wrong };
+    let wrong = if wrong == admin {
+        format!("{}1", &admin[..admin.len() - 1])
+    } else {
+        wrong
+    };
     for _ in 0..3 {
         assert_eq!(d.get("/api/v1/whoami", Some(&wrong)).status, 401);
     }
@@ -178,7 +266,11 @@ fn repeated_failed_logins_lock_the_address_out() {
     // The lockout is in the audit log (read straight from the database: the API is locked).
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
     let n: i64 = conn
-        .query_row("SELECT count(*) FROM audit_log WHERE action = 'auth.lockout'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = 'auth.lockout'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(n, 1);
     // Public endpoints stay reachable.
@@ -187,7 +279,10 @@ fn repeated_failed_logins_lock_the_address_out() {
 
 #[test]
 fn request_limits_are_enforced_before_the_api() {
-    let d = Daemon::start("max_body_bytes = 2048\nmax_header_bytes = 2048\nidle_timeout_secs = 2", "");
+    let d = Daemon::start(
+        "max_body_bytes = 2048\nmax_header_bytes = 2048\nidle_timeout_secs = 2",
+        "",
+    );
     let admin = d.bootstrap();
     let big = format!(r#"{{"name":"{}","role":"operator"}}"#, "x".repeat(4000));
     let r = d.req("POST", "/api/v1/tokens", Some(&admin), Some(&big));
@@ -206,7 +301,8 @@ fn request_limits_are_enforced_before_the_api() {
     // A client that sends half a request and stalls is cut off with 408.
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(d.admin).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -217,34 +313,72 @@ fn request_limits_are_enforced_before_the_api() {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("ready"), "second response missing: {}", r.text());
+    assert!(
+        r.text().contains("ready"),
+        "second response missing: {}",
+        r.text()
+    );
     // A spoofed peer header does not reach the API (it would dodge the lockout).
-    let spoof = vec!["X-Vaultcall-Peer: 203.0.113.9:1".to_owned(), format!("Authorization: Bearer {admin}")];
-    assert_eq!(http(d.admin, "GET", "/api/v1/whoami", &spoof, None).status, 200);
+    let spoof = vec![
+        "X-Vaultcall-Peer: 203.0.113.9:1".to_owned(),
+        format!("Authorization: Bearer {admin}"),
+    ];
+    assert_eq!(
+        http(d.admin, "GET", "/api/v1/whoami", &spoof, None).status,
+        200
+    );
 }
 
 #[test]
 fn log_level_changes_at_run_time_and_is_audited() {
     let d = Daemon::start("", "");
     let admin = d.bootstrap();
-    assert_eq!(d.get("/api/v1/log-level", Some(&admin)).json()["level"], "debug");
-    let r = d.req("PUT", "/api/v1/log-level", Some(&admin), Some(r#"{"level":"warn"}"#));
+    assert_eq!(
+        d.get("/api/v1/log-level", Some(&admin)).json()["level"],
+        "debug"
+    );
+    let r = d.req(
+        "PUT",
+        "/api/v1/log-level",
+        Some(&admin),
+        Some(r#"{"level":"warn"}"#),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"level": "warn", "previous": "debug"}));
-    assert_eq!(d.get("/api/v1/status", Some(&admin)).json()["log_level"], "warn");
-    let bad = d.req("PUT", "/api/v1/log-level", Some(&admin), Some(r#"{"level":"loud"}"#));
+    assert_eq!(
+        d.get("/api/v1/status", Some(&admin)).json()["log_level"],
+        "warn"
+    );
+    let bad = d.req(
+        "PUT",
+        "/api/v1/log-level",
+        Some(&admin),
+        Some(r#"{"level":"loud"}"#),
+    );
     assert_eq!(bad.status, 400);
     let audit = d.get("/api/v1/audit", Some(&admin)).json();
     assert!(
-        audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "log_level.set"),
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "log_level.set"),
         "{audit}"
     );
     // Debug lines stop once the level is warn.
-    let before = d.log_text().lines().filter(|l| l.contains(" DEBUG ")).count();
+    let before = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" DEBUG "))
+        .count();
     for _ in 0..5 {
         d.get("/healthz", None);
     }
-    let after = d.log_text().lines().filter(|l| l.contains(" DEBUG ")).count();
+    let after = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" DEBUG "))
+        .count();
     assert_eq!(before, after);
 }
 
@@ -261,9 +395,15 @@ fn reload_applies_what_it_can_and_names_the_rest() {
     let r = d.req("POST", "/api/v1/reload", Some(&admin), None);
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["applied"], json!(["lifecycle.shutdown_grace_secs", "log.level"]));
+    assert_eq!(
+        v["applied"],
+        json!(["lifecycle.shutdown_grace_secs", "log.level"])
+    );
     assert_eq!(v["restart_required"], json!(["store.busy_timeout_ms"]));
-    assert_eq!(d.get("/api/v1/log-level", Some(&admin)).json()["level"], "info");
+    assert_eq!(
+        d.get("/api/v1/log-level", Some(&admin)).json()["level"],
+        "info"
+    );
 
     // A broken file is refused and the running config stays.
     std::fs::write(&d.config, format!("{changed}\n[bogus]\n")).unwrap();
@@ -272,15 +412,26 @@ fn reload_applies_what_it_can_and_names_the_rest() {
     assert!(r.json()["error"].as_str().unwrap().contains("bogus"));
 
     // SIGHUP does the same and says so in the log.
-    std::fs::write(&d.config, changed.replace("level = \"info\"", "level = \"debug\"")).unwrap();
+    std::fs::write(
+        &d.config,
+        changed.replace("level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
     d.signal(libc::SIGHUP);
     d.wait_note("RELOADING=1", Duration::from_secs(5));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !d.log_text().contains("configuration reloaded") {
-        assert!(std::time::Instant::now() < deadline, "no reload line:\n{}", d.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload line:\n{}",
+            d.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(d.get("/api/v1/log-level", Some(&admin)).json()["level"], "debug");
+    assert_eq!(
+        d.get("/api/v1/log-level", Some(&admin)).json()["level"],
+        "debug"
+    );
     d.stop();
 }
 
@@ -296,7 +447,9 @@ fn draining_refuses_changes_and_exits_cleanly() {
     let log = d.log_text();
     assert!(log.contains("draining") && log.contains("drained"), "{log}");
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
     let _ = admin;
 }

@@ -1,4 +1,5 @@
 //! Command-line behaviour: exit codes (0, 64, 78, 1) and one clear line on stderr.
+#![allow(clippy::disallowed_methods)] // tests drive a real daemon in real time
 
 mod common;
 
@@ -19,7 +20,10 @@ fn version_prints_and_exits_zero() {
     let o = vaultcall(&["version"]);
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.starts_with(&format!("vaultcall {}", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(
+        out.starts_with(&format!("vaultcall {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
     assert!(out.contains("database schema 1"), "{out}");
 }
 
@@ -65,10 +69,16 @@ fn unknown_key_exits_78_naming_it() {
 fn bad_values_exit_78_naming_key_and_allowed_values() {
     let (code, line) = check("[store]\nsynchronous = \"sometimes\"\n");
     assert_eq!(code, Some(78));
-    assert!(line.contains("store.synchronous") && line.contains("full") && line.contains("normal"), "{line}");
+    assert!(
+        line.contains("store.synchronous") && line.contains("full") && line.contains("normal"),
+        "{line}"
+    );
     let (code, line) = check("[admin]\nmax_connections = 0\n");
     assert_eq!(code, Some(78));
-    assert!(line.contains("admin.max_connections") && line.contains("1 to 4096"), "{line}");
+    assert!(
+        line.contains("admin.max_connections") && line.contains("1 to 4096"),
+        "{line}"
+    );
     let (code, line) = check("[admin]\nlisten = \"not an address\"\n");
     assert_eq!(code, Some(78));
     assert!(line.contains("admin.listen"), "{line}");
@@ -92,8 +102,14 @@ fn non_loopback_admin_without_tls_is_refused() {
     let o = vaultcall(&["serve", "--config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(78));
     let line = one_line(&stderr(&o)).to_owned();
-    assert!(line.contains("admin.listen") && line.contains("admin.tls"), "{line}");
-    assert!(!d.path().join("vaultcall.db").exists(), "nothing may start before the config is valid");
+    assert!(
+        line.contains("admin.listen") && line.contains("admin.tls"),
+        "{line}"
+    );
+    assert!(
+        !d.path().join("vaultcall.db").exists(),
+        "nothing may start before the config is valid"
+    );
 }
 
 #[test]
@@ -104,12 +120,19 @@ fn master_key_readable_by_others_is_refused_with_78() {
     std::fs::write(&key, [1u8; 32]).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let p = d.path().join("c.toml");
-    std::fs::write(&p, test_config(d.path(), "", "[vault]\ncreate_master_key = false\n")).unwrap();
+    std::fs::write(
+        &p,
+        test_config(d.path(), "", "[vault]\ncreate_master_key = false\n"),
+    )
+    .unwrap();
     let o = vaultcall(&["serve", "--config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(78));
     let err = stderr(&o);
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("vaultcall: ") && last.contains("master key"), "{err}");
+    assert!(
+        last.starts_with("vaultcall: ") && last.contains("master key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -117,13 +140,20 @@ fn port_in_use_is_a_runtime_failure() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let d = tempfile::tempdir().unwrap();
-    let cfg = test_config(d.path(), "", "").replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
+    let cfg =
+        test_config(d.path(), "", "").replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1);
     let p = d.path().join("c.toml");
     std::fs::write(&p, cfg).unwrap();
     let o = vaultcall(&["serve", "--config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.lines().last().unwrap_or_default().contains("admin.listen"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("admin.listen"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +172,10 @@ fn bootstrap_refuses_a_second_admin_unless_forced() {
     let listing = String::from_utf8_lossy(&list.stdout);
     assert_eq!(listing.lines().count(), 3, "{listing}");
     let secret = t1.rsplit('_').next().unwrap();
-    assert!(!listing.contains(secret), "token list must not show secrets");
+    assert!(
+        !listing.contains(secret),
+        "token list must not show secrets"
+    );
     let id = t1.split('_').nth(1).unwrap();
     assert!(d.cli(&["admin", "revoke", id]).status.success());
     assert_eq!(d.cli(&["admin", "revoke", id]).status.code(), Some(1));

@@ -1,5 +1,6 @@
 //! SIGKILL during writes, then restart: the database is consistent, every acknowledged write is
 //! there, and the audit chain is intact.
+#![allow(clippy::disallowed_methods)] // tests drive a real daemon in real time
 
 mod common;
 
@@ -30,12 +31,26 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
                     let mut i = 0;
                     while !stop.load(Ordering::SeqCst) {
                         i += 1;
-                        let body = json!({"name": format!("r{round}w{w}n{i}"), "role": "auditor"}).to_string();
-                        let headers = [format!("Authorization: Bearer {token}"), "Content-Type: application/json".to_owned()];
+                        let body = json!({"name": format!("r{round}w{w}n{i}"), "role": "auditor"})
+                            .to_string();
+                        let headers = [
+                            format!("Authorization: Bearer {token}"),
+                            "Content-Type: application/json".to_owned(),
+                        ];
                         // Connection errors after the kill are expected; only 201s count.
-                        let r = std::panic::catch_unwind(|| common::http(addr, "POST", "/api/v1/tokens", &headers, Some(body.as_bytes())));
+                        let r = std::panic::catch_unwind(|| {
+                            common::http(
+                                addr,
+                                "POST",
+                                "/api/v1/tokens",
+                                &headers,
+                                Some(body.as_bytes()),
+                            )
+                        });
                         match r {
-                            Ok(resp) if resp.status == 201 => ids.push(resp.json()["id"].as_str().unwrap().to_owned()),
+                            Ok(resp) if resp.status == 201 => {
+                                ids.push(resp.json()["id"].as_str().unwrap().to_owned())
+                            }
                             Ok(_) => {}
                             Err(_) => break,
                         }
@@ -51,17 +66,31 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
             acknowledged.extend(w.join().unwrap());
         }
     }
-    assert!(acknowledged.len() > 20, "too few writes to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "too few writes to mean anything: {}",
+        acknowledged.len()
+    );
 
     // Restart once more on the same files: SQLite recovers the WAL.
     let mut d = Daemon::start_in(dir, &cfg);
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
-    let fk: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+    let fk: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(fk, 0);
     let mut st = conn.prepare("SELECT id FROM admin_tokens").unwrap();
-    let stored: BTreeSet<String> = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let stored: BTreeSet<String> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let missing: Vec<_> = acknowledged.difference(&stored).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     // Every token row has its audit entry (written in the same transaction), and the chain holds.

@@ -1,6 +1,7 @@
 //! No personal data in logs: a session at trace level that pushes phone numbers, names and
 //! secrets at every input the daemon has today (API paths, queries, bodies, headers, bad tokens,
 //! SIP datagrams) must not leave any of them in a log line.
+#![allow(clippy::disallowed_methods)] // tests drive a real daemon in real time
 
 mod common;
 
@@ -43,7 +44,12 @@ fn phone_like_detector_works() {
 fn a_session_leaves_no_personal_data_in_logs() {
     let mut d = Daemon::start("", "");
     let admin = d.bootstrap();
-    let r = d.req("PUT", "/api/v1/log-level", Some(&admin), Some(r#"{"level":"trace"}"#));
+    let r = d.req(
+        "PUT",
+        "/api/v1/log-level",
+        Some(&admin),
+        Some(r#"{"level":"trace"}"#),
+    );
     assert_eq!(r.status, 200);
     let auth = format!("Authorization: Bearer {admin}");
     for path in [
@@ -51,29 +57,60 @@ fn a_session_leaves_no_personal_data_in_logs() {
         format!("/api/v1/calls?phone={PHONE}&name={NAME}"),
         format!("/{PHONE}"),
     ] {
-        http(d.admin, "GET", &path, &[auth.clone()], None);
-        http(d.admin, "DELETE", &path, &[auth.clone()], None);
+        http(d.admin, "GET", &path, std::slice::from_ref(&auth), None);
+        http(d.admin, "DELETE", &path, std::slice::from_ref(&auth), None);
         http(d.admin, "GET", &path, &[], None);
     }
     let body = format!(r#"{{"name":"{NAME} {PHONE}","role":"operator"}}"#);
-    http(d.admin, "POST", "/api/v1/tokens", &[auth.clone()], Some(body.as_bytes()));
+    http(
+        d.admin,
+        "POST",
+        "/api/v1/tokens",
+        std::slice::from_ref(&auth),
+        Some(body.as_bytes()),
+    );
     let bad = format!(r#"{{"name":"{NAME}","role":"{PHONE}"}}"#);
-    http(d.admin, "POST", "/api/v1/tokens", &[auth.clone()], Some(bad.as_bytes()));
-    http(d.admin, "GET", "/api/v1/whoami", &[format!("Authorization: Bearer {PHONE}")], None);
-    http(d.admin, "GET", "/api/v1/whoami", &[format!("X-Customer: {PHONE} {NAME}")], None);
+    http(
+        d.admin,
+        "POST",
+        "/api/v1/tokens",
+        std::slice::from_ref(&auth),
+        Some(bad.as_bytes()),
+    );
+    http(
+        d.admin,
+        "GET",
+        "/api/v1/whoami",
+        &[format!("Authorization: Bearer {PHONE}")],
+        None,
+    );
+    http(
+        d.admin,
+        "GET",
+        "/api/v1/whoami",
+        &[format!("X-Customer: {PHONE} {NAME}")],
+        None,
+    );
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let invite = format!("INVITE sip:{PHONE}@127.0.0.1 SIP/2.0\r\nFrom: \"{NAME}\" <sip:{PHONE}@x>\r\n\r\n");
+    let invite =
+        format!("INVITE sip:{PHONE}@127.0.0.1 SIP/2.0\r\nFrom: \"{NAME}\" <sip:{PHONE}@x>\r\n\r\n");
     sock.send_to(invite.as_bytes(), d.sip).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     d.stop();
 
     let log = d.log_text();
-    assert!(log.lines().count() > 10, "expected a trace-level session log:\n{log}");
+    assert!(
+        log.lines().count() > 10,
+        "expected a trace-level session log:\n{log}"
+    );
     let secret = admin.rsplit('_').next().unwrap();
     for line in log.lines() {
         assert!(!line.contains(PHONE), "phone number in log: {line}");
         assert!(!line.contains(NAME), "name in log: {line}");
         assert!(!line.contains(secret), "token secret in log: {line}");
-        assert!(phone_like(line).is_none(), "phone-like digits in log: {line}");
+        assert!(
+            phone_like(line).is_none(),
+            "phone-like digits in log: {line}"
+        );
     }
 }

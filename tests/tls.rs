@@ -1,5 +1,6 @@
 //! The admin API over TLS (rustls 0.23) with a self-signed pair, checked with a real client:
 //! curl. Also checks certificate reload on SIGHUP.
+#![allow(clippy::disallowed_methods)] // tests drive a real daemon in real time
 
 mod common;
 
@@ -8,8 +9,15 @@ use std::process::Command;
 use common::{BIN, Daemon};
 
 fn curl(args: &[&str]) -> (i32, String) {
-    let o = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl is installed");
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
 }
 
 fn make_pair(dir: &std::path::Path) -> (String, String) {
@@ -34,7 +42,11 @@ fn curl_talks_tls_to_the_admin_api() {
     let (cert, key) = make_pair(certs.path());
     let tls = format!("[admin.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n");
     let mut d = Daemon::start("", &tls);
-    assert!(d.notes.iter().any(|n| n.contains("admin=https://")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("admin=https://")),
+        "{:?}",
+        d.notes
+    );
     let url = format!("https://127.0.0.1:{}/healthz", d.admin.port());
 
     let (code, out) = curl(&["--cacert", &cert, &url]);
@@ -42,7 +54,10 @@ fn curl_talks_tls_to_the_admin_api() {
     assert_eq!(out.trim(), r#"{"status":"ok"}"#);
     let (code, out) = curl(&["--cacert", &cert, "-D", "-", "-o", "/dev/null", &url]);
     assert_eq!(code, 0);
-    assert!(out.to_lowercase().contains("strict-transport-security"), "{out}");
+    assert!(
+        out.to_lowercase().contains("strict-transport-security"),
+        "{out}"
+    );
 
     // Without the CA the certificate is rejected; plain HTTP gets nowhere.
     let (code, _) = curl(&[&url]);
@@ -54,7 +69,14 @@ fn curl_talks_tls_to_the_admin_api() {
     let admin = d.bootstrap();
     let who = format!("https://127.0.0.1:{}/api/v1/whoami", d.admin.port());
     for v in ["--tlsv1.2", "--tlsv1.3"] {
-        let (code, out) = curl(&[v, "--cacert", &cert, "-H", &format!("Authorization: Bearer {admin}"), &who]);
+        let (code, out) = curl(&[
+            v,
+            "--cacert",
+            &cert,
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+            &who,
+        ]);
         assert_eq!(code, 0, "{v}: {out}");
         assert!(out.contains("\"role\":\"admin\""), "{out}");
     }
@@ -64,7 +86,10 @@ fn curl_talks_tls_to_the_admin_api() {
     std::fs::remove_file(&key).unwrap();
     let (cert2, _) = make_pair(certs.path());
     let (code, _) = curl(&["--cacert", &cert2, &url]);
-    assert_eq!(code, 60, "old certificate still served before reload (expected)");
+    assert_eq!(
+        code, 60,
+        "old certificate still served before reload (expected)"
+    );
     d.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -73,7 +98,10 @@ fn curl_talks_tls_to_the_admin_api() {
             assert_eq!(out.trim(), r#"{"status":"ok"}"#);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "new certificate not served: {out}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate not served: {out}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     d.stop();

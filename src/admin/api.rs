@@ -153,7 +153,8 @@ impl ApiError {
 
     fn unauthorized() -> Self {
         let mut e = Self::new(401, "unauthorized", "a valid bearer token is required");
-        e.headers.push(("WWW-Authenticate", "Bearer realm=\"vaultcall\"".into()));
+        e.headers
+            .push(("WWW-Authenticate", "Bearer realm=\"vaultcall\"".into()));
         e
     }
 
@@ -223,7 +224,9 @@ impl Route {
             Self::Healthz | Self::Readyz => None,
             Self::Metrics => metrics_require_token.then_some(Permission::MetricsRead),
             Self::Status | Self::WhoAmI | Self::LogLevelGet => Some(Permission::StatusRead),
-            Self::TokensList | Self::TokensCreate | Self::TokenRevoke(_) => Some(Permission::TokensManage),
+            Self::TokensList | Self::TokensCreate | Self::TokenRevoke(_) => {
+                Some(Permission::TokensManage)
+            }
             Self::LogLevelSet | Self::Reload => Some(Permission::ConfigManage),
             Self::AuditList | Self::AuditVerify => Some(Permission::AuditRead),
         }
@@ -238,7 +241,11 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
             return Ok(r.clone());
         }
         let allow: Vec<&str> = allowed.iter().map(|(m, _)| m.as_str()).collect();
-        let mut e = ApiError::new(405, "method_not_allowed", format!("allowed: {}", allow.join(", ")));
+        let mut e = ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("allowed: {}", allow.join(", ")),
+        );
         e.headers.push(("Allow", allow.join(", ")));
         Err(e)
     };
@@ -249,9 +256,13 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         ["metrics"] => by_method(&[(Get, Route::Metrics)]),
         ["api", "v1", "status"] => by_method(&[(Get, Route::Status)]),
         ["api", "v1", "whoami"] => by_method(&[(Get, Route::WhoAmI)]),
-        ["api", "v1", "tokens"] => by_method(&[(Get, Route::TokensList), (Post, Route::TokensCreate)]),
+        ["api", "v1", "tokens"] => {
+            by_method(&[(Get, Route::TokensList), (Post, Route::TokensCreate)])
+        }
         ["api", "v1", "tokens", id] => by_method(&[(Delete, Route::TokenRevoke((*id).to_owned()))]),
-        ["api", "v1", "log-level"] => by_method(&[(Get, Route::LogLevelGet), (Put, Route::LogLevelSet)]),
+        ["api", "v1", "log-level"] => {
+            by_method(&[(Get, Route::LogLevelGet), (Put, Route::LogLevelSet)])
+        }
         ["api", "v1", "reload"] => by_method(&[(Post, Route::Reload)]),
         ["api", "v1", "audit"] => by_method(&[(Get, Route::AuditList)]),
         ["api", "v1", "audit", "verify"] => by_method(&[(Get, Route::AuditVerify)]),
@@ -271,7 +282,8 @@ pub struct Caller {
 }
 
 fn peer_ip(req: &ApiRequest) -> IpAddr {
-    req.peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip())
+    req.peer
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip())
 }
 
 /// Checks the bearer token, with lockout after repeated failures from one address.
@@ -281,16 +293,29 @@ fn authenticate(ctx: &AdminContext, req: &ApiRequest) -> Result<Caller, ApiError
     let fail = |reason: &'static str| {
         ctx.metrics.auth_failures.with(&[reason]).inc();
     };
-    if let Some(wait) = ctx.limiter.lock().unwrap_or_else(|p| p.into_inner()).locked(ip, now) {
+    if let Some(wait) = ctx
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .locked(ip, now)
+    {
         fail("locked_out");
-        let mut e = ApiError::new(429, "too_many_failures", "too many failed logins from this address; try later");
-        e.headers.push(("Retry-After", wait.as_secs().max(1).to_string()));
+        let mut e = ApiError::new(
+            429,
+            "too_many_failures",
+            "too many failed logins from this address; try later",
+        );
+        e.headers
+            .push(("Retry-After", wait.as_secs().max(1).to_string()));
         return Err(e);
     }
     let Some(bearer) = req
         .authorization
         .as_deref()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
     else {
         fail("missing");
@@ -307,7 +332,11 @@ fn authenticate(ctx: &AdminContext, req: &ApiRequest) -> Result<Caller, ApiError
     };
     let Some(row) = verified else {
         fail("invalid");
-        let locked = ctx.limiter.lock().unwrap_or_else(|p| p.into_inner()).failure(ip, now);
+        let locked = ctx
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failure(ip, now);
         log::info!(peer:% = ip, locked_out = locked; "admin API authentication failed");
         if locked {
             let _ = ctx.store.write(move |c| {
@@ -343,7 +372,9 @@ fn authenticate(ctx: &AdminContext, req: &ApiRequest) -> Result<Caller, ApiError
 fn touch(ctx: &AdminContext, id: &str, now: std::time::Instant, now_ms: i64) {
     {
         let mut t = ctx.touched.lock().unwrap_or_else(|p| p.into_inner());
-        if t.get(id).is_some_and(|last| now.saturating_duration_since(*last) < Duration::from_secs(60)) {
+        if t.get(id)
+            .is_some_and(|last| now.saturating_duration_since(*last) < Duration::from_secs(60))
+        {
             return;
         }
         if t.len() >= 10_000 {
@@ -365,16 +396,22 @@ pub fn handle(ctx: &AdminContext, req: &ApiRequest) -> ApiResponse {
         Err((label, e)) => e.into_response().with_route(label),
     };
     resp.headers.push(("Cache-Control", "no-store".into()));
-    resp.headers.push(("X-Content-Type-Options", "nosniff".into()));
+    resp.headers
+        .push(("X-Content-Type-Options", "nosniff".into()));
     if tls {
-        resp.headers.push(("Strict-Transport-Security", "max-age=31536000".into()));
+        resp.headers
+            .push(("Strict-Transport-Security", "max-age=31536000".into()));
     }
     resp
 }
 
 fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'static str, ApiError)> {
     let is_api = req.path == "/api" || req.path.starts_with("/api/");
-    let metrics_require_token = ctx.settings.read().unwrap_or_else(|p| p.into_inner()).metrics_require_token;
+    let metrics_require_token = ctx
+        .settings
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .metrics_require_token;
     // Under /api/ the caller proves who they are before learning whether a path exists.
     let caller = if is_api {
         Some(authenticate(ctx, req).map_err(|e| ("unmatched", e))?)
@@ -394,14 +431,25 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
                 deny(ctx, &c, req, label);
                 return Err((
                     label,
-                    ApiError::new(403, "forbidden", format!("role {} lacks permission {}", c.role.as_str(), p.as_str())),
+                    ApiError::new(
+                        403,
+                        "forbidden",
+                        format!("role {} lacks permission {}", c.role.as_str(), p.as_str()),
+                    ),
                 ));
             }
             Some(c)
         }
     };
     if req.method.changes_state() && ctx.lifecycle.phase() == Phase::Draining {
-        return Err((label, ApiError::new(503, "draining", "the daemon is shutting down; no new work is accepted")));
+        return Err((
+            label,
+            ApiError::new(
+                503,
+                "draining",
+                "the daemon is shutting down; no new work is accepted",
+            ),
+        ));
     }
     let r = match (&route, caller) {
         (Route::Healthz, _) => Ok(ApiResponse::json(200, &json!({"status": "ok"}))),
@@ -419,7 +467,10 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::TokensList, Some(_)) => tokens_list(ctx),
         (Route::TokensCreate, Some(c)) => tokens_create(ctx, &c, &req.body),
         (Route::TokenRevoke(id), Some(c)) => token_revoke(ctx, &c, id),
-        (Route::LogLevelGet, Some(_)) => Ok(ApiResponse::json(200, &json!({"level": crate::telemetry::level().as_str()}))),
+        (Route::LogLevelGet, Some(_)) => Ok(ApiResponse::json(
+            200,
+            &json!({"level": crate::telemetry::level().as_str()}),
+        )),
         (Route::LogLevelSet, Some(c)) => log_level_set(ctx, &c, &req.body),
         (Route::Reload, Some(c)) => reload(ctx, &c),
         (Route::AuditList, Some(_)) => audit_list(ctx, &req.query),
@@ -461,10 +512,17 @@ fn readyz(ctx: &AdminContext) -> ApiResponse {
 }
 
 fn status(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
-    let schema: i64 = ctx
-        .store
-        .read(|c| Ok(c.query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))?))?;
-    let uptime = ctx.clock.mono().saturating_duration_since(ctx.lifecycle.started);
+    let schema: i64 = ctx.store.read(|c| {
+        Ok(c.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    })?;
+    let uptime = ctx
+        .clock
+        .mono()
+        .saturating_duration_since(ctx.lifecycle.started);
     Ok(ApiResponse::json(
         200,
         &json!({
@@ -540,7 +598,8 @@ struct CreateToken {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Checks an operator-chosen label: 1–64 characters, no control characters.
@@ -555,7 +614,9 @@ fn tokens_create(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiRespo
         ApiError::bad_request("role: allowed values are admin, operator, auditor, compliance")
     })?;
     if !valid_token_name(&req.name) {
-        return Err(ApiError::bad_request("name: 1 to 64 characters, no control characters"));
+        return Err(ApiError::bad_request(
+            "name: 1 to 64 characters, no control characters",
+        ));
     }
     let now_ms = unix_ms(ctx.clock.wall());
     let expires_at_ms = match req.expires_in_days {
@@ -628,8 +689,9 @@ struct SetLevel {
 
 fn log_level_set(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let req: SetLevel = parse_json(body)?;
-    let level = LogLevel::parse(&req.level)
-        .ok_or_else(|| ApiError::bad_request("level: allowed values are error, warn, info, debug, trace"))?;
+    let level = LogLevel::parse(&req.level).ok_or_else(|| {
+        ApiError::bad_request("level: allowed values are error, warn, info, debug, trace")
+    })?;
     let previous = crate::telemetry::level();
     crate::telemetry::set_level(level);
     log::warn!(from = previous.as_str(), to = level.as_str(), token_id = c.token_id.as_str(); "log level changed through the admin API");
@@ -651,7 +713,10 @@ fn log_level_set(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiRespo
         )
         .map(|_| ())
     })?;
-    Ok(ApiResponse::json(200, &json!({"level": level.as_str(), "previous": previous.as_str()})))
+    Ok(ApiResponse::json(
+        200,
+        &json!({"level": level.as_str(), "previous": previous.as_str()}),
+    ))
 }
 
 fn reload(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
@@ -695,7 +760,9 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
     let after = match query_param(query, "after") {
         None => 0,
-        Some(v) => v.parse::<i64>().map_err(|_| ApiError::bad_request("after: an entry id"))?,
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("after: an entry id"))?,
     };
     let limit = match query_param(query, "limit") {
         None => 100,
@@ -707,7 +774,10 @@ fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> 
     };
     let entries = ctx.store.read(move |c| audit::page(c, after, limit))?;
     let next = entries.last().map(|e| e.id.0);
-    Ok(ApiResponse::json(200, &json!({"entries": entries, "next_after": next})))
+    Ok(ApiResponse::json(
+        200,
+        &json!({"entries": entries, "next_after": next}),
+    ))
 }
 
 fn audit_verify(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
@@ -716,7 +786,9 @@ fn audit_verify(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
         200,
         &match v {
             Ok(n) => json!({"intact": true, "entries": n}),
-            Err(audit::Break::Content { id }) => json!({"intact": false, "break": {"kind": "content", "id": id}}),
+            Err(audit::Break::Content { id }) => {
+                json!({"intact": false, "break": {"kind": "content", "id": id}})
+            }
             Err(audit::Break::Link { id, expected_id }) => {
                 json!({"intact": false, "break": {"kind": "link", "id": id, "expected_id": expected_id}})
             }
@@ -730,14 +802,26 @@ mod tests {
 
     #[test]
     fn routes_match_and_wrong_methods_say_what_is_allowed() {
-        assert_eq!(route(Method::Get, "/api/v1/tokens").unwrap(), Route::TokensList);
-        assert_eq!(route(Method::Post, "/api/v1/tokens/").unwrap(), Route::TokensCreate);
-        assert_eq!(route(Method::Delete, "/api/v1/tokens/abc").unwrap(), Route::TokenRevoke("abc".into()));
+        assert_eq!(
+            route(Method::Get, "/api/v1/tokens").unwrap(),
+            Route::TokensList
+        );
+        assert_eq!(
+            route(Method::Post, "/api/v1/tokens/").unwrap(),
+            Route::TokensCreate
+        );
+        assert_eq!(
+            route(Method::Delete, "/api/v1/tokens/abc").unwrap(),
+            Route::TokenRevoke("abc".into())
+        );
         let e = route(Method::Put, "/api/v1/tokens").unwrap_err();
         assert_eq!(e.status, 405);
         assert_eq!(e.headers, vec![("Allow", "GET, POST".to_owned())]);
         assert_eq!(route(Method::Get, "/api/v1/nope").unwrap_err().status, 404);
-        assert_eq!(route(Method::Get, "/api/v1/tokens/a/b").unwrap_err().status, 404);
+        assert_eq!(
+            route(Method::Get, "/api/v1/tokens/a/b").unwrap_err().status,
+            404
+        );
     }
 
     #[test]

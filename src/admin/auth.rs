@@ -293,7 +293,11 @@ impl LoginLimiter {
         let window = Duration::from_secs(self.cfg.window_secs);
         let c = self.clients.entry(ip).or_default();
         c.last_seen = Some(now);
-        while c.failures.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
+        while c
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
             c.failures.pop_front();
         }
         c.failures.push_back(now);
@@ -326,6 +330,7 @@ impl LoginLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::Clock;
 
     #[test]
     fn minted_token_verifies_and_wrong_ones_do_not() {
@@ -362,12 +367,15 @@ mod tests {
         };
         let mut l = LoginLimiter::new(cfg);
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
-        let t0 = Instant::now();
+        let t0 = crate::time::SystemClock.mono();
         assert!(!l.failure(ip, t0));
         assert!(!l.failure(ip, t0 + Duration::from_secs(1)));
         assert!(l.locked(ip, t0).is_none());
         assert!(l.failure(ip, t0 + Duration::from_secs(2)));
-        assert_eq!(l.locked(ip, t0 + Duration::from_secs(2)), Some(Duration::from_secs(300)));
+        assert_eq!(
+            l.locked(ip, t0 + Duration::from_secs(2)),
+            Some(Duration::from_secs(300))
+        );
         assert!(l.locked("10.0.0.8".parse().unwrap(), t0).is_none());
         assert!(l.locked(ip, t0 + Duration::from_secs(303)).is_none());
     }
@@ -381,7 +389,7 @@ mod tests {
         };
         let mut l = LoginLimiter::new(cfg);
         let ip: IpAddr = "::1".parse().unwrap();
-        let t0 = Instant::now();
+        let t0 = crate::time::SystemClock.mono();
         assert!(!l.failure(ip, t0));
         assert!(!l.failure(ip, t0 + Duration::from_secs(11)));
         assert!(l.failure(ip, t0 + Duration::from_secs(12)));
@@ -390,7 +398,7 @@ mod tests {
     #[test]
     fn limiter_is_bounded() {
         let mut l = LoginLimiter::new(LoginLimitConfig::default());
-        let t0 = Instant::now();
+        let t0 = crate::time::SystemClock.mono();
         for i in 0..(LIMITER_CAPACITY as u32 + 100) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             l.failure(ip, t0 + Duration::from_millis(u64::from(i)));

@@ -34,7 +34,12 @@ pub fn check_data_dir_owner(cfg: &Config) -> Result<(), Failure> {
 
 /// `vaultcall admin bootstrap`: creates an admin token if none is active (or `force`).
 /// Returns the text to print.
-pub fn bootstrap(cfg: &Config, name: &str, force: bool, token_only: bool) -> Result<String, Failure> {
+pub fn bootstrap(
+    cfg: &Config,
+    name: &str,
+    force: bool,
+    token_only: bool,
+) -> Result<String, Failure> {
     if !super::api::valid_token_name(name) {
         return Err(Failure {
             code: crate::app::exit::USAGE,
@@ -90,9 +95,14 @@ pub fn list(cfg: &Config) -> Result<String, Failure> {
     let rows = store.read(tokens::list);
     store.close();
     let now_ms = unix_ms(SystemClock.wall());
-    let mut out = format!("{:<12} {:<11} {:<8} {:<26} {}\n", "ID", "ROLE", "ACTIVE", "CREATED", "NAME");
+    let mut out = format!(
+        "{:<12} {:<11} {:<8} {:<26} {}\n",
+        "ID", "ROLE", "ACTIVE", "CREATED", "NAME"
+    );
     for t in rows? {
-        let created = rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.created_at_ms.max(0) as u64));
+        let created = rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.created_at_ms.max(0) as u64),
+        );
         out.push_str(&format!(
             "{:<12} {:<11} {:<8} {:<26} {}\n",
             t.id,

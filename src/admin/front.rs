@@ -51,10 +51,18 @@ impl FrontMetrics {
         let r = metrics::global();
         Self {
             accepted: r
-                .counter("vaultcall_admin_connections_total", "Admin connections accepted.", &[])
+                .counter(
+                    "vaultcall_admin_connections_total",
+                    "Admin connections accepted.",
+                    &[],
+                )
                 .with(&[]),
             active: r
-                .gauge("vaultcall_admin_connections_active", "Admin connections open now.", &[])
+                .gauge(
+                    "vaultcall_admin_connections_active",
+                    "Admin connections open now.",
+                    &[],
+                )
                 .with(&[]),
             rejected: r.counter(
                 "vaultcall_admin_requests_rejected_total",
@@ -62,7 +70,11 @@ impl FrontMetrics {
                 &["reason"],
             ),
             tls_failures: r
-                .counter("vaultcall_admin_tls_handshake_failures_total", "TLS handshakes that failed or timed out.", &[])
+                .counter(
+                    "vaultcall_admin_tls_handshake_failures_total",
+                    "TLS handshakes that failed or timed out.",
+                    &[],
+                )
                 .with(&[]),
         }
     }
@@ -149,17 +161,22 @@ impl Front {
                 m.active.add(1);
                 match tls {
                     None => serve_conn(tcp, peer, upstream, limits, stop, &m).await,
-                    Some(acceptor) => match tokio::time::timeout(limits.idle_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_conn(stream, peer, upstream, limits, stop, &m).await,
-                        Ok(Err(e)) => {
-                            m.tls_failures.inc();
-                            log::debug!(error:% = e; "admin TLS handshake failed");
+                    Some(acceptor) => {
+                        match tokio::time::timeout(limits.idle_timeout, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(stream)) => {
+                                serve_conn(stream, peer, upstream, limits, stop, &m).await
+                            }
+                            Ok(Err(e)) => {
+                                m.tls_failures.inc();
+                                log::debug!(error:% = e; "admin TLS handshake failed");
+                            }
+                            Err(_) => {
+                                m.tls_failures.inc();
+                                log::debug!("admin TLS handshake timed out");
+                            }
                         }
-                        Err(_) => {
-                            m.tls_failures.inc();
-                            log::debug!("admin TLS handshake timed out");
-                        }
-                    },
+                    }
                 }
                 m.active.add(-1);
                 drop(permit);
@@ -187,7 +204,11 @@ async fn serve_conn<S>(
         Err(e) => {
             log::error!(error:% = e; "admin front cannot reach the API socket");
             let _ = cw
-                .write_all(&error_response(503, "unavailable", "the API is not available"))
+                .write_all(&error_response(
+                    503,
+                    "unavailable",
+                    "the API is not available",
+                ))
                 .await;
             let _ = cw.shutdown().await;
             return;
@@ -243,7 +264,11 @@ where
                 Err(reject) => break 'conn reject,
             }
             if buf.len() > limits.max_header_bytes {
-                break 'conn Outcome::Reject(431, "header_too_large", "request line and headers are too large");
+                break 'conn Outcome::Reject(
+                    431,
+                    "header_too_large",
+                    "request line and headers are too large",
+                );
             }
             if buf.is_empty() && *stop.borrow() {
                 break 'conn Outcome::Done;
@@ -256,7 +281,13 @@ where
                 Ok(Ok(0)) | Ok(Err(_)) => break 'conn Outcome::Done,
                 Ok(Ok(_)) => {}
                 Err(_) if buf.is_empty() => break 'conn Outcome::Done,
-                Err(_) => break 'conn Outcome::Reject(408, "timeout", "the request was not completed in time"),
+                Err(_) => {
+                    break 'conn Outcome::Reject(
+                        408,
+                        "timeout",
+                        "the request was not completed in time",
+                    );
+                }
             }
         };
         if uw.write_all(&head).await.is_err() {
@@ -279,7 +310,13 @@ where
             match tokio::time::timeout(limits.idle_timeout, cr.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break 'conn Outcome::Done,
                 Ok(Ok(_)) => {}
-                Err(_) => break 'conn Outcome::Reject(408, "timeout", "the request body was not completed in time"),
+                Err(_) => {
+                    break 'conn Outcome::Reject(
+                        408,
+                        "timeout",
+                        "the request body was not completed in time",
+                    );
+                }
             }
         }
     };
@@ -290,26 +327,52 @@ where
 /// Parses one request head from `buf`. `Ok(None)`: need more bytes. `Ok(Some((head, consumed,
 /// body_len)))`: the head to forward (with the peer header), how many bytes of `buf` it used,
 /// and the body length.
-fn frame_head(buf: &[u8], peer: SocketAddr, limits: FrontLimits) -> Result<Option<(Vec<u8>, usize, usize)>, Outcome> {
+fn frame_head(
+    buf: &[u8],
+    peer: SocketAddr,
+    limits: FrontLimits,
+) -> Result<Option<(Vec<u8>, usize, usize)>, Outcome> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Outcome::Reject(431, "header_too_large", "too many header fields"));
+            return Err(Outcome::Reject(
+                431,
+                "header_too_large",
+                "too many header fields",
+            ));
         }
-        Err(_) => return Err(Outcome::Reject(400, "bad_request", "malformed HTTP request")),
+        Err(_) => {
+            return Err(Outcome::Reject(
+                400,
+                "bad_request",
+                "malformed HTTP request",
+            ));
+        }
     };
     if consumed > limits.max_header_bytes {
-        return Err(Outcome::Reject(431, "header_too_large", "request line and headers are too large"));
+        return Err(Outcome::Reject(
+            431,
+            "header_too_large",
+            "request line and headers are too large",
+        ));
     }
     if !buf[..consumed].is_ascii() {
         // tiny_http drops such requests without an answer; say why instead.
-        return Err(Outcome::Reject(400, "bad_request", "request line and headers must be ASCII; percent-encode the URL"));
+        return Err(Outcome::Reject(
+            400,
+            "bad_request",
+            "request line and headers must be ASCII; percent-encode the URL",
+        ));
     }
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(Outcome::Reject(400, "bad_request", "malformed HTTP request"));
+        return Err(Outcome::Reject(
+            400,
+            "bad_request",
+            "malformed HTTP request",
+        ));
     };
     let mut body_len: Option<usize> = None;
     let mut out = Vec::with_capacity(consumed + 64);
@@ -319,7 +382,11 @@ fn frame_head(buf: &[u8], peer: SocketAddr, limits: FrontLimits) -> Result<Optio
             continue;
         }
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(Outcome::Reject(411, "length_required", "send the body with a Content-Length header"));
+            return Err(Outcome::Reject(
+                411,
+                "length_required",
+                "send the body with a Content-Length header",
+            ));
         }
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
@@ -328,9 +395,19 @@ fn frame_head(buf: &[u8], peer: SocketAddr, limits: FrontLimits) -> Result<Optio
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<usize>().ok());
             match (v, body_len) {
-                (None, _) => return Err(Outcome::Reject(400, "bad_request", "invalid Content-Length")),
+                (None, _) => {
+                    return Err(Outcome::Reject(
+                        400,
+                        "bad_request",
+                        "invalid Content-Length",
+                    ));
+                }
                 (Some(a), Some(b)) if a != b => {
-                    return Err(Outcome::Reject(400, "bad_request", "conflicting Content-Length headers"));
+                    return Err(Outcome::Reject(
+                        400,
+                        "bad_request",
+                        "conflicting Content-Length headers",
+                    ));
                 }
                 (Some(a), _) => body_len = Some(a),
             }
@@ -342,7 +419,11 @@ fn frame_head(buf: &[u8], peer: SocketAddr, limits: FrontLimits) -> Result<Optio
     }
     let body_len = body_len.unwrap_or(0);
     if body_len > limits.max_body_bytes {
-        return Err(Outcome::Reject(413, "body_too_large", "the request body is too large"));
+        return Err(Outcome::Reject(
+            413,
+            "body_too_large",
+            "the request body is too large",
+        ));
     }
     out.extend_from_slice(format!("{PEER_HEADER}: {peer}\r\n\r\n").as_bytes());
     Ok(Some((out, consumed, body_len)))
@@ -401,25 +482,49 @@ mod tests {
 
     #[test]
     fn partial_head_needs_more() {
-        assert_eq!(frame_head(b"GET /healthz HTTP/1.1\r\nHo", peer(), limits()).unwrap(), None);
+        assert_eq!(
+            frame_head(b"GET /healthz HTTP/1.1\r\nHo", peer(), limits()).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn limits_are_enforced() {
         let big = b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n";
-        assert_eq!(frame_head(big, peer(), limits()).unwrap_err(), Outcome::Reject(413, "body_too_large", "the request body is too large"));
+        assert_eq!(
+            frame_head(big, peer(), limits()).unwrap_err(),
+            Outcome::Reject(413, "body_too_large", "the request body is too large")
+        );
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(matches!(frame_head(chunked, peer(), limits()), Err(Outcome::Reject(411, ..))));
+        assert!(matches!(
+            frame_head(chunked, peer(), limits()),
+            Err(Outcome::Reject(411, ..))
+        ));
         let dup = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert!(matches!(frame_head(dup, peer(), limits()), Err(Outcome::Reject(400, ..))));
+        assert!(matches!(
+            frame_head(dup, peer(), limits()),
+            Err(Outcome::Reject(400, ..))
+        ));
         let neg = b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
-        assert!(matches!(frame_head(neg, peer(), limits()), Err(Outcome::Reject(400, ..))));
+        assert!(matches!(
+            frame_head(neg, peer(), limits()),
+            Err(Outcome::Reject(400, ..))
+        ));
         let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(2000));
-        assert!(matches!(frame_head(long.as_bytes(), peer(), limits()), Err(Outcome::Reject(431, ..))));
+        assert!(matches!(
+            frame_head(long.as_bytes(), peer(), limits()),
+            Err(Outcome::Reject(431, ..))
+        ));
         let utf8 = "GET /api?name=张伟 HTTP/1.1\r\n\r\n";
-        assert!(matches!(frame_head(utf8.as_bytes(), peer(), limits()), Err(Outcome::Reject(400, ..))));
+        assert!(matches!(
+            frame_head(utf8.as_bytes(), peer(), limits()),
+            Err(Outcome::Reject(400, ..))
+        ));
         let garbage = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
-        assert!(matches!(frame_head(garbage, peer(), limits()), Err(Outcome::Reject(400, ..))));
+        assert!(matches!(
+            frame_head(garbage, peer(), limits()),
+            Err(Outcome::Reject(400, ..))
+        ));
     }
 
     #[test]

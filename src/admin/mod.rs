@@ -8,8 +8,8 @@
 //! about what exists. Roles and permissions: [`auth`]; the table is in docs/admin-api.md.
 
 pub mod api;
-pub mod cli;
 pub mod auth;
+pub mod cli;
 pub mod front;
 pub mod server;
 pub mod tls;

@@ -22,7 +22,9 @@ const MAX_SOCKET_PATH: usize = 107;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The socket path is too long for `sun_path`.
-    #[error("admin socket path {0} is longer than {MAX_SOCKET_PATH} bytes; set paths.runtime_dir to a shorter directory")]
+    #[error(
+        "admin socket path {0} is longer than {MAX_SOCKET_PATH} bytes; set paths.runtime_dir to a shorter directory"
+    )]
     PathTooLong(PathBuf),
     /// Binding failed.
     #[error("cannot bind admin socket {path}: {message}")]
@@ -41,12 +43,17 @@ pub struct ApiServer {
     workers: Vec<JoinHandle<()>>,
     heartbeat: Arc<AtomicU64>,
     born: Instant,
+    clock: Arc<dyn crate::time::Clock>,
     socket: PathBuf,
 }
 
 impl ApiServer {
     /// Binds `socket` (replacing a stale one) and starts `threads` workers.
-    pub fn start(ctx: Arc<AdminContext>, socket: &Path, threads: usize) -> Result<Self, ServerError> {
+    pub fn start(
+        ctx: Arc<AdminContext>,
+        socket: &Path,
+        threads: usize,
+    ) -> Result<Self, ServerError> {
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ServerError::PathTooLong(socket.to_owned()));
         }
@@ -55,7 +62,7 @@ impl ApiServer {
             message,
         };
         if let Some(dir) = socket.parent() {
-            crate::store::ensure_private_dir(dir).map_err(|e| bind_err(e.to_string()))?;
+            crate::fs::ensure_private_dir(dir).map_err(|e| bind_err(e.to_string()))?;
         }
         match std::fs::remove_file(socket) {
             Ok(()) => {}
@@ -63,14 +70,16 @@ impl ApiServer {
             Err(e) => return Err(bind_err(e.to_string())),
         }
         let server = tiny_http::Server::http_unix(socket).map_err(|e| bind_err(e.to_string()))?;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| bind_err(e.to_string()))?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| bind_err(e.to_string()))?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         let heartbeat = Arc::new(AtomicU64::new(0));
-        let born = Instant::now();
+        let born = ctx.clock.mono();
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
-            let (server, stop, ctx, hb) = (server.clone(), stop.clone(), ctx.clone(), heartbeat.clone());
+            let (server, stop, ctx, hb) =
+                (server.clone(), stop.clone(), ctx.clone(), heartbeat.clone());
             let h = std::thread::Builder::new()
                 .name(format!("vc-admin-{i}"))
                 .spawn(move || worker(&server, &stop, &ctx, &hb, born))
@@ -83,6 +92,7 @@ impl ApiServer {
             workers,
             heartbeat,
             born,
+            clock: ctx.clock.clone(),
             socket: socket.to_owned(),
         })
     }
@@ -90,7 +100,10 @@ impl ApiServer {
     /// Time since any worker last came round its loop (the watchdog's liveness signal).
     pub fn since_heartbeat(&self) -> Duration {
         let last = Duration::from_millis(self.heartbeat.load(Ordering::Relaxed));
-        self.born.elapsed().saturating_sub(last)
+        self.clock
+            .mono()
+            .saturating_duration_since(self.born)
+            .saturating_sub(last)
     }
 
     /// Lets workers finish the request in hand, then stops them and closes the socket.
@@ -105,14 +118,23 @@ impl ApiServer {
     }
 }
 
-fn worker(server: &tiny_http::Server, stop: &AtomicBool, ctx: &AdminContext, hb: &AtomicU64, born: Instant) {
+fn worker(
+    server: &tiny_http::Server,
+    stop: &AtomicBool,
+    ctx: &AdminContext,
+    hb: &AtomicU64,
+    born: Instant,
+) {
     while !stop.load(Ordering::SeqCst) {
-        hb.store(born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let age = ctx.clock.mono().saturating_duration_since(born);
+        hb.store(age.as_millis() as u64, Ordering::Relaxed);
         match server.recv_timeout(Duration::from_millis(250)) {
             Ok(Some(req)) => serve(ctx, req),
             Ok(None) => {}
             Err(e) => {
                 log::debug!(error:% = e; "admin server receive error");
+                // A worker thread of the shell, not a core: back off instead of spinning.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -128,8 +150,12 @@ fn header(req: &tiny_http::Request, name: &str) -> Option<String> {
 
 fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
     let _work = ctx.lifecycle.work();
-    let started = Instant::now();
-    let max_body = ctx.settings.read().unwrap_or_else(|p| p.into_inner()).max_body_bytes;
+    let started = ctx.clock.mono();
+    let max_body = ctx
+        .settings
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .max_body_bytes;
     let url = req.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let mut body = Vec::new();
@@ -152,7 +178,9 @@ fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
             status: 413,
             content_type: "application/json; charset=utf-8",
             headers: vec![("Cache-Control", "no-store".into())],
-            body: br#"{"error":{"code":"body_too_large","message":"the request body is too large"}}"#.to_vec(),
+            body:
+                br#"{"error":{"code":"body_too_large","message":"the request body is too large"}}"#
+                    .to_vec(),
             route: "unmatched",
         }
     } else {
@@ -163,7 +191,11 @@ fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
         .requests
         .with(&[resp.route, method.as_str(), &status])
         .inc();
-    ctx.metrics.latency.with(&[resp.route]).observe(started.elapsed().as_secs_f64());
+    let took = ctx.clock.mono().saturating_duration_since(started);
+    ctx.metrics
+        .latency
+        .with(&[resp.route])
+        .observe(took.as_secs_f64());
     log::debug!(method = method.as_str(), route = resp.route, status = resp.status; "admin request");
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
     let mut add = |name: &str, value: &str| {

@@ -5,16 +5,25 @@ use std::time::{Instant, SystemTime};
 
 /// Where the daemon is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Phase {
     /// Opening the store, loading keys and models, binding sockets.
-    Starting,
+    Starting = 0,
     /// Serving.
-    Ready,
+    Ready = 1,
     /// SIGTERM received: new work refused, in-flight work finishing.
-    Draining,
+    Draining = 2,
 }
 
 impl Phase {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Starting,
+            1 => Self::Ready,
+            _ => Self::Draining,
+        }
+    }
+
     /// Lower-case name for APIs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,23 +58,15 @@ impl Lifecycle {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        match self.phase.load(Ordering::Acquire) {
-            0 => Phase::Starting,
-            1 => Phase::Ready,
-            _ => Phase::Draining,
-        }
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
     /// Moves to `to`; phases only move forward.
     pub fn advance(&self, to: Phase) {
-        let v = match to {
-            Phase::Starting => 0,
-            Phase::Ready => 1,
-            Phase::Draining => 2,
-        };
+        let v = to as u8;
         let from = self.phase.fetch_max(v, Ordering::AcqRel);
-        if from != v {
-            log::debug!(from = from, to = to.as_str(); "lifecycle transition");
+        if from < v {
+            log::debug!(from = Phase::from_u8(from).as_str(), to = to.as_str(); "lifecycle transition");
         }
     }
 
@@ -94,10 +95,11 @@ impl Drop for WorkGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::Clock;
 
     #[test]
     fn phases_only_move_forward_and_work_is_counted() {
-        let l = Lifecycle::new(Instant::now(), SystemTime::UNIX_EPOCH);
+        let l = Lifecycle::new(crate::time::SystemClock.mono(), SystemTime::UNIX_EPOCH);
         assert_eq!(l.phase(), Phase::Starting);
         l.advance(Phase::Draining);
         l.advance(Phase::Ready);

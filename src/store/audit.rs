@@ -107,16 +107,20 @@ pub fn entry_hash(
 /// Appends an entry in the caller's transaction.
 pub fn append(c: &Connection, e: &NewEntry<'_>) -> Result<AuditId, StoreError> {
     let last: Option<(i64, Vec<u8>)> = c
-        .query_row("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     let (id, prev) = match last {
         Some((id, h)) => (id + 1, h),
         None => (1, vec![0u8; 32]),
     };
     let detail = e.detail.to_string();
-    let hash = entry_hash(&prev, id, e.at_ms, e.actor, e.role, e.action, e.object, e.result, &detail);
+    let hash = entry_hash(
+        &prev, id, e.at_ms, e.actor, e.role, e.action, e.object, e.result, &detail,
+    );
     c.execute(
         "INSERT INTO audit_log (id, at_ms, actor, role, action, object, result, detail_json, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -179,7 +183,10 @@ pub fn verify(c: &Connection) -> Result<Result<u64, Break>, StoreError> {
         }
         for e in batch {
             if e.id.0 != expected_id || e.prev_hash != prev {
-                return Ok(Err(Break::Link { id: e.id.0, expected_id }));
+                return Ok(Err(Break::Link {
+                    id: e.id.0,
+                    expected_id,
+                }));
             }
             let h = entry_hash(
                 &e.prev_hash,
@@ -225,7 +232,8 @@ mod tests {
             .unwrap();
         }
         // Simulate an attacker with write access: triggers are theirs to drop.
-        c.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;").unwrap();
+        c.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+            .unwrap();
         c
     }
 
@@ -237,12 +245,19 @@ mod tests {
     #[test]
     fn edit_delete_insert_and_reorder_are_found() {
         let c = db();
-        c.execute("UPDATE audit_log SET result = 'denied' WHERE id = 3", []).unwrap();
+        c.execute("UPDATE audit_log SET result = 'denied' WHERE id = 3", [])
+            .unwrap();
         assert_eq!(verify(&c).unwrap(), Err(Break::Content { id: 3 }));
 
         let c = db();
         c.execute("DELETE FROM audit_log WHERE id = 2", []).unwrap();
-        assert_eq!(verify(&c).unwrap(), Err(Break::Link { id: 3, expected_id: 2 }));
+        assert_eq!(
+            verify(&c).unwrap(),
+            Err(Break::Link {
+                id: 3,
+                expected_id: 2
+            })
+        );
 
         let c = db();
         c.execute("DELETE FROM audit_log WHERE id = 5", []).unwrap();
@@ -258,14 +273,28 @@ mod tests {
             "UPDATE audit_log SET id = 100 WHERE id = 2; UPDATE audit_log SET id = 2 WHERE id = 3; UPDATE audit_log SET id = 3 WHERE id = 100;",
         )
         .unwrap();
-        assert_eq!(verify(&c).unwrap(), Err(Break::Link { id: 2, expected_id: 2 }));
+        assert_eq!(
+            verify(&c).unwrap(),
+            Err(Break::Link {
+                id: 2,
+                expected_id: 2
+            })
+        );
     }
 
     #[test]
     fn triggers_refuse_changes() {
         let mut c = Connection::open_in_memory().unwrap();
         super::super::migrate::migrate(&mut c, super::super::migrate::MIGRATIONS, 1).unwrap();
-        let e = NewEntry { at_ms: 1, actor: "cli", role: None, action: "x", object: None, result: "ok", detail: serde_json::json!({}) };
+        let e = NewEntry {
+            at_ms: 1,
+            actor: "cli",
+            role: None,
+            action: "x",
+            object: None,
+            result: "ok",
+            detail: serde_json::json!({}),
+        };
         append(&c, &e).unwrap();
         assert!(c.execute("DELETE FROM audit_log", []).is_err());
         assert!(c.execute("UPDATE audit_log SET action = 'y'", []).is_err());

@@ -33,11 +33,18 @@ pub fn latest_version() -> i64 {
 }
 
 fn sha256_hex(s: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        s.as_bytes(),
+    ))
 }
 
 /// Brings the database to the latest version; returns (from, to).
-pub fn migrate(conn: &mut Connection, migrations: &[Migration], now_ms: i64) -> Result<(i64, i64), StoreError> {
+pub fn migrate(
+    conn: &mut Connection,
+    migrations: &[Migration],
+    now_ms: i64,
+) -> Result<(i64, i64), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -47,26 +54,43 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration], now_ms: i64) -> 
             applied_at_ms INTEGER NOT NULL
         ) STRICT;",
     )?;
-    let current: i64 = tx.query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     let latest = migrations.last().map_or(0, |m| m.version);
     if current > latest {
-        return Err(StoreError::SchemaTooNew { database: current, binary: latest });
+        return Err(StoreError::SchemaTooNew {
+            database: current,
+            binary: latest,
+        });
     }
     for m in migrations.iter().filter(|m| m.version <= current) {
         let recorded: Option<String> = tx
-            .query_row("SELECT sha256 FROM schema_migrations WHERE version = ?1", [m.version], |r| r.get(0))
+            .query_row(
+                "SELECT sha256 FROM schema_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
             .optional()?;
         match recorded {
             Some(h) if h == sha256_hex(m.sql) => {}
-            _ => return Err(StoreError::MigrationMismatch { version: m.version, name: m.name }),
+            _ => {
+                return Err(StoreError::MigrationMismatch {
+                    version: m.version,
+                    name: m.name,
+                });
+            }
         }
     }
     for m in migrations.iter().filter(|m| m.version > current) {
-        tx.execute_batch(m.sql).map_err(|source| StoreError::Migration {
-            version: m.version,
-            name: m.name,
-            source,
-        })?;
+        tx.execute_batch(m.sql)
+            .map_err(|source| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, sha256, applied_at_ms) VALUES (?1, ?2, ?3, ?4)",
             rusqlite::params![m.version, m.name, sha256_hex(m.sql), now_ms],
@@ -84,16 +108,34 @@ mod tests {
         let mut st = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap();
-        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
     fn fresh_database_reaches_latest_and_second_run_is_a_no_op() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c, MIGRATIONS, 1).unwrap(), (0, latest_version()));
-        assert_eq!(migrate(&mut c, MIGRATIONS, 2).unwrap(), (latest_version(), latest_version()));
+        assert_eq!(
+            migrate(&mut c, MIGRATIONS, 1).unwrap(),
+            (0, latest_version())
+        );
+        assert_eq!(
+            migrate(&mut c, MIGRATIONS, 2).unwrap(),
+            (latest_version(), latest_version())
+        );
         let t = tables(&c);
-        for want in ["admin_tokens", "audit_log", "calls", "deletion_receipts", "recordings", "script_versions", "tasks", "turns"] {
+        for want in [
+            "admin_tokens",
+            "audit_log",
+            "calls",
+            "deletion_receipts",
+            "recordings",
+            "script_versions",
+            "tasks",
+            "turns",
+        ] {
             assert!(t.iter().any(|x| x == want), "missing {want}: {t:?}");
         }
     }
@@ -111,9 +153,16 @@ mod tests {
         let mut all = MIGRATIONS.to_vec();
         all.push(bad);
         let err = migrate(&mut c, &all, 2).unwrap_err();
-        assert!(matches!(err, StoreError::Migration { name: "broken", .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Migration { name: "broken", .. }),
+            "{err}"
+        );
         assert_eq!(tables(&c), before);
-        let v: i64 = c.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
         assert_eq!(v, latest_version());
     }
 
@@ -123,9 +172,16 @@ mod tests {
         migrate(&mut c, MIGRATIONS, 1).unwrap();
         let err = migrate(&mut c, &[], 1).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-        let edited = [Migration { version: 1, name: "init", sql: "CREATE TABLE x (y INTEGER);" }];
+        let edited = [Migration {
+            version: 1,
+            name: "init",
+            sql: "CREATE TABLE x (y INTEGER);",
+        }];
         let err = migrate(&mut c, &edited, 1).unwrap_err();
-        assert!(matches!(err, StoreError::MigrationMismatch { version: 1, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::MigrationMismatch { version: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -138,8 +194,11 @@ mod tests {
             [],
         )
         .unwrap();
-        let e = c.execute("UPDATE script_versions SET content = x'01'", []).unwrap_err();
+        let e = c
+            .execute("UPDATE script_versions SET content = x'01'", [])
+            .unwrap_err();
         assert!(e.to_string().contains("immutable"), "{e}");
-        c.execute("UPDATE script_versions SET status = 'archived'", []).unwrap();
+        c.execute("UPDATE script_versions SET status = 'archived'", [])
+            .unwrap();
     }
 }

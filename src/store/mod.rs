@@ -15,7 +15,9 @@ pub mod tokens;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::time::Clock;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -43,7 +45,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The database was written by a newer vaultcall.
-    #[error("database schema version {database} is newer than this vaultcall supports ({binary}); downgrades are not supported")]
+    #[error(
+        "database schema version {database} is newer than this vaultcall supports ({binary}); downgrades are not supported"
+    )]
     SchemaTooNew {
         /// Version found.
         database: i64,
@@ -51,7 +55,9 @@ pub enum StoreError {
         binary: i64,
     },
     /// An applied migration differs from the one embedded in this binary.
-    #[error("migration {version} ({name}) recorded in the database differs from the one in this binary")]
+    #[error(
+        "migration {version} ({name}) recorded in the database differs from the one in this binary"
+    )]
     MigrationMismatch {
         /// Version.
         version: i64,
@@ -113,14 +119,32 @@ impl StoreMetrics {
         let r = metrics::global();
         Self {
             queue_depth: r
-                .gauge("vaultcall_store_write_queue_depth", "Write jobs waiting for the writer thread.", &[])
+                .gauge(
+                    "vaultcall_store_write_queue_depth",
+                    "Write jobs waiting for the writer thread.",
+                    &[],
+                )
                 .with(&[]),
             batches: r
-                .counter("vaultcall_store_write_transactions_total", "Transactions committed by the writer.", &[])
+                .counter(
+                    "vaultcall_store_write_transactions_total",
+                    "Transactions committed by the writer.",
+                    &[],
+                )
                 .with(&[]),
-            jobs: r.counter("vaultcall_store_write_jobs_total", "Write jobs executed.", &[]).with(&[]),
+            jobs: r
+                .counter(
+                    "vaultcall_store_write_jobs_total",
+                    "Write jobs executed.",
+                    &[],
+                )
+                .with(&[]),
             failed_commits: r
-                .counter("vaultcall_store_commit_failures_total", "Transactions whose commit failed.", &[])
+                .counter(
+                    "vaultcall_store_commit_failures_total",
+                    "Transactions whose commit failed.",
+                    &[],
+                )
                 .with(&[]),
             commit_seconds: r
                 .histogram(
@@ -163,35 +187,25 @@ fn configure(conn: &Connection, cfg: &StoreConfig) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates a directory (and parents) with mode 0700 if it does not exist.
-pub fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| StoreError::Io {
-            path: dir.to_owned(),
-            source,
-        })
-}
-
 impl Store {
     /// Opens (creating if needed) the database, applies migrations, starts the writer thread.
     pub fn open(path: &Path, cfg: &StoreConfig, now_ms: i64) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            ensure_private_dir(dir)?;
+            crate::fs::ensure_private_dir(dir).map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
         let mut conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         restrict_mode(path)?;
         configure(&conn, cfg)?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NoWal(mode));
         }
@@ -299,12 +313,18 @@ impl Store {
     /// watchdog's proof that the writer is alive.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Ping(tx)).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Msg::Ping(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Runs a read-only query on a pooled connection (blocks while all are lent).
-    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let conn = {
             let mut g = self.readers.conns.lock().unwrap_or_else(|p| p.into_inner());
             loop {
@@ -316,11 +336,21 @@ impl Store {
                         }
                     }
                 }
-                g = self.readers.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+                g = self
+                    .readers
+                    .ready
+                    .wait(g)
+                    .unwrap_or_else(|p| p.into_inner());
             }
         };
         let out = f(&conn);
-        if let Some(pool) = self.readers.conns.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let Some(pool) = self
+            .readers
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             pool.push(conn);
         }
         self.readers.ready.notify_one();
@@ -331,7 +361,12 @@ impl Store {
     /// the database and joins the thread. Other clones see [`StoreError::Closed`] afterwards.
     pub fn close(self) {
         // Readers first, so that the writer's close is the last one and SQLite removes the WAL.
-        let readers = self.readers.conns.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let readers = self
+            .readers
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         drop(readers);
         self.readers.ready.notify_all();
         // Other clones may still hold senders, so the writer is told explicitly; jobs queued
@@ -346,9 +381,11 @@ impl Store {
 
 fn restrict_mode(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| StoreError::Io {
-        path: path.to_owned(),
-        source,
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -385,7 +422,8 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, m: &StoreMetri
 }
 
 fn run_batch(conn: &mut Connection, jobs: Vec<Job>, m: &StoreMetrics) {
-    let started = Instant::now();
+    let clock = crate::time::SystemClock;
+    let started = clock.mono();
     let mut finishes = Vec::with_capacity(jobs.len());
     let n = jobs.len() as u64;
     let commit = (|| -> Result<(), StoreError> {
@@ -408,7 +446,12 @@ fn run_batch(conn: &mut Connection, jobs: Vec<Job>, m: &StoreMetrics) {
     match &commit {
         Ok(()) => {
             m.batches.inc();
-            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.commit_seconds.observe(
+                clock
+                    .mono()
+                    .saturating_duration_since(started)
+                    .as_secs_f64(),
+            );
         }
         Err(e) => {
             m.failed_commits.inc();
@@ -438,9 +481,13 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let n: i64 = s.read(|c| Ok(c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?)).unwrap();
+        let n: i64 = s
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(n, 1);
-        let mode: String = s.read(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)).unwrap();
+        let mode: String = s
+            .read(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(mode, "wal");
         s.close();
     }
@@ -469,7 +516,9 @@ mod tests {
             .collect();
         let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
-        let n: i64 = s.read(|c| Ok(c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?)).unwrap();
+        let n: i64 = s
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(n, 4);
         s.close();
     }
@@ -495,7 +544,11 @@ mod tests {
         let s = open(&d.path().join("sub"));
         let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(d.path().join("sub")).unwrap().permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(d.path().join("sub"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         s.close();
     }
@@ -513,6 +566,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(id, 1);
-        tokio::task::spawn_blocking(move || s.close()).await.unwrap();
+        tokio::task::spawn_blocking(move || s.close())
+            .await
+            .unwrap();
     }
 }

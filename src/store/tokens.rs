@@ -43,7 +43,11 @@ const COLUMNS: &str = "id, name, role, salt, secret_hash, created_at_ms, created
 fn fixed<const N: usize>(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
     let v: Vec<u8> = r.get(i)?;
     v.try_into().map_err(|_| {
-        rusqlite::Error::InvalidColumnType(i, "blob of unexpected length".into(), rusqlite::types::Type::Blob)
+        rusqlite::Error::InvalidColumnType(
+            i,
+            "blob of unexpected length".into(),
+            rusqlite::types::Type::Blob,
+        )
     })
 }
 
@@ -65,7 +69,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
 /// Inserts a new token.
 pub fn insert(c: &Connection, t: &TokenRow) -> Result<(), StoreError> {
     c.execute(
-        &format!("INSERT INTO admin_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        &format!(
+            "INSERT INTO admin_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
         params![
             t.id.0,
             t.name,
@@ -84,14 +90,19 @@ pub fn insert(c: &Connection, t: &TokenRow) -> Result<(), StoreError> {
 
 /// One token by id.
 pub fn get(c: &Connection, id: &str) -> Result<Option<TokenRow>, StoreError> {
-    Ok(c
-        .query_row(&format!("SELECT {COLUMNS} FROM admin_tokens WHERE id = ?1"), [id], from_row)
-        .optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {COLUMNS} FROM admin_tokens WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()?)
 }
 
 /// All tokens, oldest first.
 pub fn list(c: &Connection) -> Result<Vec<TokenRow>, StoreError> {
-    let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM admin_tokens ORDER BY created_at_ms, id"))?;
+    let mut st = c.prepare(&format!(
+        "SELECT {COLUMNS} FROM admin_tokens ORDER BY created_at_ms, id"
+    ))?;
     let rows = st.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

@@ -116,7 +116,9 @@ impl<T> Family<T> {
         } else {
             key
         };
-        map.entry(key).or_insert_with(|| Arc::new((self.make)())).clone()
+        map.entry(key)
+            .or_insert_with(|| Arc::new((self.make)()))
+            .clone()
     }
 
     fn snapshot(&self) -> Vec<(Vec<String>, Arc<T>)> {
@@ -214,7 +216,12 @@ impl Registry {
     }
 
     /// Registers an info metric: a constant 1 with descriptive labels (build info).
-    pub fn info(&self, name: &'static str, help: &'static str, labels: Vec<(&'static str, String)>) {
+    pub fn info(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: Vec<(&'static str, String)>,
+    ) {
         self.push(name, help, Entry::Info(labels));
     }
 
@@ -288,7 +295,9 @@ fn labels(names: &[&str], values: &[String], le: Option<&str>) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The process-wide registry that `/metrics` renders.
@@ -313,8 +322,14 @@ mod tests {
         r.gauge_fn("x_up", "Up.", || 1.0);
         r.info("x_build_info", "Build.", vec![("version", "1.2.3".into())]);
         let text = r.render();
-        assert!(text.contains("x_requests_total{route=\"/healthz\",status=\"200\"} 3\n"), "{text}");
-        assert!(text.contains("x_requests_total{route=\"a\\\"b\",status=\"500\"} 1\n"), "{text}");
+        assert!(
+            text.contains("x_requests_total{route=\"/healthz\",status=\"200\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_requests_total{route=\"a\\\"b\",status=\"500\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("x_seconds_bucket{le=\"0.1\"} 1\n"), "{text}");
         assert!(text.contains("x_seconds_bucket{le=\"1\"} 2\n"), "{text}");
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");

@@ -25,7 +25,9 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// `log.target = "journal"` but the journal is not there.
-    #[error("log.target is \"journal\" but the journal socket {JOURNAL_SOCKET} cannot be used: {0}")]
+    #[error(
+        "log.target is \"journal\" but the journal socket {JOURNAL_SOCKET} cannot be used: {0}"
+    )]
     NoJournal(std::io::Error),
     /// A logger was installed already (a bug in the caller).
     #[error("a logger is already installed")]
@@ -131,7 +133,10 @@ pub fn init(level: LogLevel, target: LogTarget) -> Result<Sink, TelemetryError> 
         LogTarget::Stderr => (Inner::Stderr, Sink::Stderr),
         LogTarget::Journal => {
             let j = systemd_journal_logger::JournalLog::new().map_err(TelemetryError::NoJournal)?;
-            (Inner::Journal(j.with_syslog_identifier("vaultcall".to_owned())), Sink::Journal)
+            (
+                Inner::Journal(j.with_syslog_identifier("vaultcall".to_owned())),
+                Sink::Journal,
+            )
         }
         LogTarget::Auto => {
             if journal_ok && systemd_journal_logger::connected_to_journal() {
@@ -178,7 +183,10 @@ mod tests {
         let args = format_args!("admin listening");
         let kvs: [(&str, log::kv::Value<'_>); 2] = [
             ("addr", log::kv::Value::from_display(&"127.0.0.1:8080")),
-            ("note", log::kv::Value::from_display(&"two words\nand a break")),
+            (
+                "note",
+                log::kv::Value::from_display(&"two words\nand a break"),
+            ),
         ];
         let rec = Record::builder()
             .args(args)

@@ -4,8 +4,7 @@
 //! Subkeys for other purposes are derived with HKDF-SHA-256 under distinct labels, so the master
 //! key itself is used for one thing only (wrapping data keys).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::hkdf;
@@ -18,10 +17,14 @@ pub const CREDENTIAL_NAME: &str = "master.key";
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     /// The key file is missing and creating one is not allowed.
-    #[error("master key {0} does not exist (the package creates it at install; set vault.create_master_key = true only for a demo)")]
+    #[error(
+        "master key {0} does not exist (the package creates it at install; set vault.create_master_key = true only for a demo)"
+    )]
     MissingKey(PathBuf),
     /// Group or others can read it.
-    #[error("master key {path} has mode {mode:o}; it must not be accessible to group or others (chmod 600)")]
+    #[error(
+        "master key {path} has mode {mode:o}; it must not be accessible to group or others (chmod 600)"
+    )]
     TooOpen {
         /// The file.
         path: PathBuf,
@@ -104,7 +107,11 @@ impl MasterKey {
 
     /// Loads the key: from `$CREDENTIALS_DIRECTORY/master.key` when systemd passes it, else from
     /// `path`, creating it (mode 0600) if it is missing and `create` is set.
-    pub fn load(path: &Path, create: bool, credentials_dir: Option<&Path>) -> Result<Self, VaultError> {
+    pub fn load(
+        path: &Path,
+        create: bool,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Self, VaultError> {
         if let Some(dir) = credentials_dir {
             let cred = dir.join(CREDENTIAL_NAME);
             if cred.exists() {
@@ -154,28 +161,11 @@ fn read_key(path: &Path) -> Result<MasterKey, VaultError> {
 /// Creates a new random key file with mode 0600; fails if the file exists.
 pub fn create_key(path: &Path) -> Result<(), VaultError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::store::ensure_private_dir(dir).map_err(|_| VaultError::Io {
-            path: dir.to_owned(),
-            source: std::io::Error::other("cannot create directory"),
-        })?;
+        crate::fs::ensure_private_dir(dir).map_err(io(dir))?;
     }
     let mut key = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(&mut key[..]).map_err(|_| VaultError::Rng)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(&key[..]).map_err(io(path))?;
-    f.sync_all().map_err(io(path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Make the new directory entry durable too.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::fs::write_new(path, &key[..], 0o600).map_err(io(path))
 }
 
 #[cfg(test)]
@@ -200,13 +190,22 @@ mod tests {
     fn missing_open_or_short_keys_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("master.key");
-        assert!(matches!(MasterKey::load(&p, false, None), Err(VaultError::MissingKey(_))));
+        assert!(matches!(
+            MasterKey::load(&p, false, None),
+            Err(VaultError::MissingKey(_))
+        ));
         std::fs::write(&p, [7u8; 32]).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(MasterKey::load(&p, false, None), Err(VaultError::TooOpen { .. })));
+        assert!(matches!(
+            MasterKey::load(&p, false, None),
+            Err(VaultError::TooOpen { .. })
+        ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&p, [7u8; 31]).unwrap();
-        assert!(matches!(MasterKey::load(&p, false, None), Err(VaultError::BadLength { len: 31, .. })));
+        assert!(matches!(
+            MasterKey::load(&p, false, None),
+            Err(VaultError::BadLength { len: 31, .. })
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Test harness: runs the real `vaultcall` binary as a daemon on 127.0.0.1 with ephemeral
 //! ports, a temporary data directory and a fake `NOTIFY_SOCKET`, the way systemd would.
+#![allow(clippy::disallowed_methods)] // tests drive a real daemon in real time
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::{Read, Write};
@@ -52,9 +53,15 @@ impl Daemon {
         let notify_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        notify.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
         let log = dir.join(format!("daemon-{}.log", std::process::id()));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
@@ -86,7 +93,10 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("STATUS="))
             .unwrap_or_else(|| panic!("READY without STATUS: {ready:?}"));
         for word in status.split_whitespace() {
-            if let Some(a) = word.strip_prefix("admin=http://").or_else(|| word.strip_prefix("admin=https://")) {
+            if let Some(a) = word
+                .strip_prefix("admin=http://")
+                .or_else(|| word.strip_prefix("admin=https://"))
+            {
                 d.admin = a.parse().expect("admin addr");
             }
             if let Some(a) = word.strip_prefix("sip=udp:") {
@@ -114,7 +124,10 @@ impl Daemon {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("daemon exited ({status}) before {needle}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon exited ({status}) before {needle}; log:\n{}",
+                    self.log_text()
+                );
             }
         }
         panic!("no {needle} within {timeout:?}; log:\n{}", self.log_text());
@@ -140,7 +153,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not exit within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -181,8 +197,15 @@ impl Daemon {
     /// Creates the first admin token with the CLI.
     pub fn bootstrap(&self) -> String {
         let out = self.cli(&["admin", "bootstrap", "--token-only"]);
-        assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
@@ -237,7 +260,13 @@ impl Resp {
 }
 
 /// One HTTP/1.1 request with `Connection: close`; headers are full "Name: value" lines.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[String], body: Option<&[u8]>) -> Resp {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<&[u8]>,
+) -> Resp {
     let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for h in headers {
         raw.push_str(h);
@@ -257,7 +286,8 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[String], body
 /// Sends raw bytes and parses the response.
 pub fn raw_http(addr: SocketAddr, bytes: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     s.write_all(bytes).expect("write");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -272,7 +302,11 @@ pub fn parse_response(out: &[u8]) -> Resp {
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))

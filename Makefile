@@ -1,0 +1,45 @@
+# vaultcall — the two commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all setup build demo test test-unit lint deb test-deb fmt clean
+
+all: build
+
+## Install missing Debian packages and check the Rust toolchain (idempotent).
+setup:
+	@scripts/setup.sh
+
+## Release build of the daemon.
+build: setup
+	$(CARGO) build --release --locked
+
+## Build, start the daemon on its embedded defaults and show it working (DEMO_KEEP=1 keeps it running).
+demo: build
+	@scripts/demo.sh
+
+## Everything CI runs: formatting and lints, all Rust tests, the .deb install/purge test.
+test: setup lint test-unit test-deb
+
+test-unit:
+	$(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## Build the Debian package (fetches and verifies ONNX Runtime from its PyPI wheel).
+deb: setup
+	@packaging/build-deb.sh
+
+## Install the .deb, check it, start it as systemd would, purge it (needs root).
+test-deb: setup
+	@if [[ $$(id -u) -eq 0 ]]; then tests/deb/test-deb.sh; \
+	 else echo "test-deb: skipped (installing a package needs root; run: sudo make test-deb)"; fi
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf var

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the build, the demo and the tests need on Debian 12. Idempotent and quiet:
+# prints only what it installs, and fails with one clear line when something cannot be had.
+set -euo pipefail
+
+need_pkgs=(build-essential pkg-config curl ca-certificates python3 python3-pip systemd)
+missing=()
+for p in "${need_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        SUDO=sudo
+    else
+        SUDO=
+    fi
+    echo "setup: installing ${missing[*]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq update >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found: install the Rust toolchain (rustup, Rust >= 1.85) first" >&2
+    exit 1
+fi
+rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if ((rustc_minor < 85)); then
+    echo "setup: Rust $(rustc --version) is too old; edition 2024 needs >= 1.85 (rustup update)" >&2
+    exit 1
+fi
