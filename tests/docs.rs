@@ -18,8 +18,10 @@ fn documented_keys(text: &str) -> BTreeSet<String> {
         let l = line.trim().trim_start_matches('#').trim();
         if l.starts_with('[') && l.ends_with(']') && !l.contains(' ') {
             section = l.trim_matches(|c| c == '[' || c == ']').to_owned();
-        } else if let Some((k, _)) = l.split_once(" = ") {
-            if !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        } else if let Some((k, v)) = l.split_once(" = ") {
+            // Explanations such as "normal = fsync at checkpoints" are not TOML values.
+            let is_value = toml::from_str::<toml::Table>(&format!("x = {v}")).is_ok();
+            if is_value && !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
                 keys.insert(if section.is_empty() {
                     k.to_owned()
                 } else {
