@@ -48,6 +48,11 @@ impl Daemon {
 
     /// Starts a daemon with `config_text` in `dir` (reused across restarts).
     pub fn start_in(dir: &Path, config_text: &str) -> Self {
+        Self::start_in_env(dir, config_text, &[])
+    }
+
+    /// Like [`Daemon::start_in`], with extra environment variables.
+    pub fn start_in_env(dir: &Path, config_text: &str, env: &[(&str, String)]) -> Self {
         let config = dir.join("vaultcall.toml");
         std::fs::write(&config, config_text).expect("write config");
         let notify_path = dir.join("notify.sock");
@@ -71,6 +76,7 @@ impl Daemon {
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("WATCHDOG_USEC")
             .env_remove("VAULTCALL_CONFIG")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
