@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all setup build demo test test-unit lint deb test-deb fmt clean
+.PHONY: all setup build demo test test-unit lint deb test-deb test-systemd fmt clean
 
 all: build
 
@@ -36,6 +36,11 @@ deb: setup
 test-deb: setup
 	@if [[ $$(id -u) -eq 0 ]]; then tests/deb/test-deb.sh; \
 	 else echo "test-deb: skipped (installing a package needs root; run: sudo make test-deb)"; fi
+
+## The packaged unit under a real systemd (PID 1 in systemd-nspawn; needs root). Not part of
+## `make test`: it boots a container, which not every CI host allows.
+test-systemd: deb
+	@tests/deb/test-unit-nspawn.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -418,8 +418,9 @@ fn reload_applies_what_it_can_and_names_the_rest() {
     )
     .unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_note("RELOADING=1", Duration::from_secs(5));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Generous waits: the machine may be loaded; these are not timing assertions.
+    d.wait_note("RELOADING=1", Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !d.log_text().contains("configuration reloaded") {
         assert!(
             std::time::Instant::now() < deadline,

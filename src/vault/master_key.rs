@@ -115,7 +115,9 @@ impl MasterKey {
         if let Some(dir) = credentials_dir {
             let cred = dir.join(CREDENTIAL_NAME);
             if cred.exists() {
-                return read_key(&cred);
+                // systemd's credential directory is private to the service; on tmpfs it grants
+                // read access through a group ACL, so the file may show 0440.
+                return read_key(&cred, 0o007);
             }
         }
         if !path.exists() {
@@ -125,7 +127,7 @@ impl MasterKey {
             create_key(path)?;
             log::warn!(key_file:% = path.display(); "created a new master key; back it up: without it recordings cannot be decrypted");
         }
-        read_key(path)
+        read_key(path, 0o077)
     }
 }
 
@@ -136,10 +138,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
     }
 }
 
-fn read_key(path: &Path) -> Result<MasterKey, VaultError> {
+/// Reads a key file; `forbidden` are the mode bits that make it too open.
+fn read_key(path: &Path, forbidden: u32) -> Result<MasterKey, VaultError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if mode & forbidden != 0 {
         return Err(VaultError::TooOpen {
             path: path.to_owned(),
             mode,
@@ -218,5 +221,14 @@ mod tests {
         let from_cred = MasterKey::load(&d.path().join("absent.key"), false, Some(&creds)).unwrap();
         let direct = MasterKey::load(&cred, false, None).unwrap();
         assert_eq!(from_cred.id(), direct.id());
+        // A credential on tmpfs shows 0440 (group ACL): accepted there, never for the file.
+        std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(MasterKey::load(&d.path().join("absent.key"), false, Some(&creds)).is_ok());
+        assert!(matches!(
+            MasterKey::load(&cred, false, None),
+            Err(VaultError::TooOpen { .. })
+        ));
+        std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(MasterKey::load(&d.path().join("absent.key"), false, Some(&creds)).is_err());
     }
 }
