@@ -735,28 +735,22 @@ fn simulate_transcript_prints_json_and_usage_errors_exit_64() {
     assert_eq!(v["outcome"]["grade"]["level"], "A");
     assert_eq!(v["outcome"]["end"], "completed");
     assert!(v["events"].as_array().unwrap().len() > 10);
+    // --vars overrides the transcript's own "# vars:" header.
+    let with_vars = |transcript: &Path| {
+        common::vaultcall(&[
+            "script",
+            "simulate",
+            script.to_str().unwrap(),
+            "--vars",
+            "name=张先生",
+            "--transcript",
+            transcript.to_str().unwrap(),
+        ])
+    };
+    assert_eq!(with_vars(&t).status.code(), Some(0));
     // A missing required variable is a usage error naming it.
-    let o = common::vaultcall(&[
-        "script",
-        "simulate",
-        script.to_str().unwrap(),
-        "--vars",
-        "name=张先生",
-        "--transcript",
-        t.to_str().unwrap(),
-    ]);
-    // The transcript's own "# vars:" header supplies the rest; --vars only overrides name.
-    assert_eq!(o.status.code(), Some(0));
     let empty = tempfile::NamedTempFile::new().unwrap();
-    let o = common::vaultcall(&[
-        "script",
-        "simulate",
-        script.to_str().unwrap(),
-        "--vars",
-        "name=张先生",
-        "--transcript",
-        empty.path().to_str().unwrap(),
-    ]);
+    let o = with_vars(empty.path());
     assert_eq!(o.status.code(), Some(64));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'amount' is required"), "{err}");

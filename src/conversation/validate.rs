@@ -489,6 +489,30 @@ impl<'a> Ctx<'a> {
         self.prompt(node, path, &Prompt::Text(t.to_owned()), limit)
     }
 
+    /// Checks a DTMF map (digit → intent) and resolves its intents.
+    fn dtmf_map(
+        &mut self,
+        node: Option<&str>,
+        prefix: &str,
+        map: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (k, intent) in map {
+            let path = format!("{prefix}.dtmf.\"{k}\"");
+            if !valid_digit_key(k) {
+                self.report(
+                    ProblemKind::Invalid,
+                    node,
+                    &path,
+                    "keys are single digits, '*' or '#'",
+                );
+            }
+            let ix = self.intent_ref(node, &path, intent);
+            out.insert(k.clone(), ix);
+        }
+        out
+    }
+
     fn regex(&mut self, node: Option<&str>, path: &str, src: &str) -> Option<Regex> {
         match RegexBuilder::new(src).size_limit(REGEX_SIZE_LIMIT).build() {
             Ok(r) => Some(r),
@@ -842,19 +866,7 @@ pub fn compile(s: &Script, env: &CheckEnv) -> Result<CompiledScript, Vec<Problem
         .collect();
 
     // Script-wide settings that refer to intents and nodes.
-    let mut dtmf = BTreeMap::new();
-    for (k, intent) in &st.dtmf {
-        if !valid_digit_key(k) {
-            cx.report(
-                ProblemKind::Invalid,
-                None,
-                format!("settings.dtmf.\"{k}\""),
-                "keys are single digits, '*' or '#'",
-            );
-        }
-        let i = cx.intent_ref(None, &format!("settings.dtmf.\"{k}\""), intent);
-        dtmf.insert(k.clone(), i);
-    }
+    let dtmf = cx.dtmf_map(None, "settings", &st.dtmf);
     let say_default = ms(st.say_timeout_ms);
     let closing = [
         cx.text_prompt(
@@ -1168,19 +1180,7 @@ fn compile_node(
         }
         _ => None,
     };
-    let mut node_dtmf = BTreeMap::new();
-    for (k, intent) in &n.dtmf {
-        if !valid_digit_key(k) {
-            cx.report(
-                ProblemKind::Invalid,
-                id,
-                format!("{p}.dtmf.\"{k}\""),
-                "keys are single digits, '*' or '#'",
-            );
-        }
-        let ix = cx.intent_ref(id, &format!("{p}.dtmf.\"{k}\""), intent);
-        node_dtmf.insert(k.clone(), ix);
-    }
+    let node_dtmf = cx.dtmf_map(id, &p, &n.dtmf);
     let mut answers = Vec::new();
     match n.kind {
         NodeKind::Knowledge => {

@@ -238,13 +238,16 @@ mod tests {
         assert!(publish(&c, "k", 1, 4).unwrap());
         assert!(!publish(&c, "k", 1, 5).unwrap(), "published twice");
         // The trigger refuses edits of a published version.
-        let e = c
-            .execute(
-                "UPDATE script_versions SET content = x'00' WHERE version = 1",
-                [],
-            )
-            .unwrap_err();
-        assert!(e.to_string().contains("immutable"), "{e}");
+        let refuses_edit = |c: &Connection| {
+            let e = c
+                .execute(
+                    "UPDATE script_versions SET content = x'00' WHERE version = 1",
+                    [],
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("immutable"), "{e}");
+        };
+        refuses_edit(&c);
         // Archived versions are immutable too (migration 2), and neither can be deleted.
         assert!(
             c.execute("DELETE FROM script_versions WHERE version = 1", [])
@@ -261,13 +264,7 @@ mod tests {
         );
         assert_eq!(published(&c, "k").unwrap().unwrap().content, b"c");
         assert_eq!(get(&c, "k", 1).unwrap().unwrap().content, b"b");
-        let e = c
-            .execute(
-                "UPDATE script_versions SET content = x'00' WHERE version = 1",
-                [],
-            )
-            .unwrap_err();
-        assert!(e.to_string().contains("immutable"), "{e}");
+        refuses_edit(&c);
         assert!(
             c.execute(
                 "UPDATE script_versions SET status = 'draft' WHERE version = 1",
