@@ -15,7 +15,8 @@
 //!  [store]  SQLite (WAL), one writer   [admin] HTTP API + web page, TLS, roles
 //! ```
 //!
-//! Foundation modules present today: [`config`], [`telemetry`], [`time`], [`ids`], [`store`],
+//! Modules present today: [`config`], [`conversation`] (the call-script engine), [`scriptctl`],
+//! [`telemetry`], [`time`], [`ids`], [`store`],
 //! [`vault`] (master key), [`admin`], [`runtime`], [`app`].
 //!
 //! ## Two kinds of code
@@ -23,7 +24,7 @@
 //! **Cores** (`sip`, `media`, `conversation`, `call`, `dialer`, pure parts of `speech`) are
 //! sans-IO: plain structs that never read a clock, touch a socket or file, spawn, sleep or lock.
 //! Time and randomness come in as arguments. **The shell** (`runtime`, `store`, `vault` file
-//! I/O, `admin`, `app`, `main`) moves bytes and time into cores and executes their outputs.
+//! I/O, `admin`, `scriptctl`, `app`, `main`) moves bytes and time into cores and executes their outputs.
 //! `tests/architecture.rs` fails if a core file uses tokio, `std::net`, `std::fs`, threads or
 //! locks.
 //!
@@ -51,9 +52,11 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod conversation;
 pub mod fs;
 pub mod ids;
 pub mod runtime;
+pub mod scriptctl;
 pub mod store;
 pub mod telemetry;
 pub mod time;

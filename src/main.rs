@@ -35,11 +35,74 @@ enum Cmd {
     },
     /// Print version and build information.
     Version,
+    /// Call scripts (话术): validate, simulate, import, publish, list, export.
+    Script {
+        #[command(subcommand)]
+        cmd: ScriptCmd,
+    },
     /// Admin API tokens and TLS certificates.
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScriptCmd {
+    /// Check a script file: exit 0, or 78 with every problem listed on stdout.
+    Validate {
+        /// The script file (TOML).
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a script in a text console, or run a transcript and print JSON.
+    Simulate {
+        /// The script file (TOML).
+        file: PathBuf,
+        /// Variables, e.g. name=张先生,amount=3200.
+        #[arg(long)]
+        vars: Option<String>,
+        /// Customer turns, one per line (text, /silence, /dtmf 1, /hangup, /wait 5).
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+    },
+    /// Validate a script file and store it as the draft of its key.
+    Import {
+        /// The script file (TOML).
+        file: PathBuf,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Publish the draft of a script (immutable from then on).
+    Publish {
+        /// Script key.
+        key: String,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List stored script versions.
+    List {
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a stored version exactly as imported (published one by default).
+    Export {
+        /// Script key.
+        key: String,
+        /// Version number.
+        #[arg(long)]
+        version: Option<i64>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of the script format.
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +190,36 @@ fn run(cli: Cli) -> Result<String, Failure> {
             option_env!("VAULTCALL_GIT_COMMIT").unwrap_or("unknown"),
             vaultcall::store::migrate::latest_version()
         )),
+        Cmd::Script { cmd } => {
+            use vaultcall::scriptctl::{self, lifecycle, simulate};
+            match cmd {
+                ScriptCmd::Validate { file, json } => {
+                    quiet_logging();
+                    scriptctl::validate_cmd(&file, json)
+                }
+                ScriptCmd::Simulate {
+                    file,
+                    vars,
+                    transcript,
+                } => {
+                    quiet_logging();
+                    simulate::simulate_cmd(&file, vars.as_deref(), transcript.as_deref())
+                }
+                ScriptCmd::Import { file, config } => {
+                    lifecycle::import_cmd(&with_config(config)?, &file)
+                }
+                ScriptCmd::Publish { key, config } => {
+                    lifecycle::publish_cmd(&with_config(config)?, &key)
+                }
+                ScriptCmd::List { config } => lifecycle::list_cmd(&with_config(config)?),
+                ScriptCmd::Export {
+                    key,
+                    version,
+                    config,
+                } => lifecycle::export_cmd(&with_config(config)?, &key, version),
+                ScriptCmd::Schema => Ok(vaultcall::conversation::Script::json_schema()),
+            }
+        }
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Bootstrap {
                 config,

@@ -454,3 +454,126 @@ fn draining_refuses_changes_and_exits_cleanly() {
     assert_eq!(ok, "ok");
     let _ = admin;
 }
+
+#[test]
+fn scripts_over_the_api_roles_validation_publish_and_audit() {
+    let mut d = Daemon::start("", "");
+    let admin = d.bootstrap();
+    let (op_id, op) = create_token(&d, &admin, "operator");
+    let (_, auditor) = create_token(&d, &admin, "auditor");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/scripts/card-repayment-reminder.toml"
+    ))
+    .unwrap();
+    let body = json!({ "content": text }).to_string();
+    // Validation without storing; an invalid script lists its problems with their nodes.
+    let r = d.req(
+        "POST",
+        "/api/v1/scripts/validate",
+        Some(&auditor),
+        Some(&body),
+    );
+    assert_eq!(
+        (r.status, r.json()["valid"].clone()),
+        (200, json!(true)),
+        "{}",
+        r.text()
+    );
+    let broken = json!({ "content": text.replace("goto = \"thanks_end\"", "goto = \"nowhere\"") })
+        .to_string();
+    let r = d.req("POST", "/api/v1/scripts", Some(&op), Some(&broken));
+    assert_eq!(r.status, 422, "{}", r.text());
+    let problems = r.json()["error"]["problems"].as_array().unwrap().clone();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["kind"] == "missing_node" && p["node"] == "confirm_promise"),
+        "{problems:?}"
+    );
+    // The auditor reads but cannot write; the operator imports but cannot publish.
+    assert_eq!(
+        d.req("POST", "/api/v1/scripts", Some(&auditor), Some(&body))
+            .status,
+        403
+    );
+    let r = d.req("POST", "/api/v1/scripts", Some(&op), Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        (r.json()["version"].clone(), r.json()["status"].clone()),
+        (json!(1), json!("draft"))
+    );
+    let sha = r.json()["sha256"].as_str().unwrap().to_owned();
+    let r = d.req("POST", "/api/v1/scripts", Some(&op), Some(&body));
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (200, json!("unchanged"))
+    );
+    let path = "/api/v1/scripts/card-repayment-reminder/publish";
+    assert_eq!(d.req("POST", path, Some(&op), None).status, 403);
+    let r = d.req("POST", path, Some(&admin), None);
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("published")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        d.req("POST", path, Some(&admin), None).status,
+        409,
+        "nothing left to publish"
+    );
+    assert_eq!(
+        d.req("POST", "/api/v1/scripts/nope/publish", Some(&admin), None)
+            .status,
+        404
+    );
+    // Reading: the list, the versions, the exact content.
+    let list = d.get("/api/v1/scripts", Some(&auditor)).json();
+    assert_eq!(list["scripts"][0]["sha256"], json!(sha));
+    let v = d
+        .get(
+            "/api/v1/scripts/card-repayment-reminder/versions/1",
+            Some(&auditor),
+        )
+        .json();
+    assert_eq!(v["content"], json!(text));
+    assert_eq!(
+        d.get(
+            "/api/v1/scripts/card-repayment-reminder/versions/2",
+            Some(&auditor)
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        d.get("/api/v1/scripts/card-repayment-reminder", Some(&op))
+            .json()["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Both changes are audited with who did them.
+    let audit = d.get("/api/v1/audit?limit=1000", Some(&admin)).json();
+    let entries = audit["entries"].as_array().unwrap();
+    let import = entries
+        .iter()
+        .find(|e| e["action"] == "script.import")
+        .unwrap();
+    assert_eq!(
+        (import["actor"].clone(), import["role"].clone()),
+        (json!(op_id), json!("operator"))
+    );
+    assert_eq!(import["object"], json!("script:card-repayment-reminder@1"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "script.publish" && e["role"] == "admin")
+    );
+    assert_eq!(
+        d.get("/api/v1/audit/verify", Some(&admin)).json()["intact"],
+        json!(true)
+    );
+    d.stop();
+}

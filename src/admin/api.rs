@@ -15,7 +15,8 @@ use super::AdminContext;
 use super::auth::{self, Permission, Role};
 use crate::config::LogLevel;
 use crate::runtime::lifecycle::Phase;
-use crate::store::{StoreError, audit, tokens};
+use crate::scriptctl::lifecycle::{self, Actor, LifecycleError};
+use crate::store::{StoreError, audit, scripts, tokens};
 use crate::time::{rfc3339, unix_ms};
 
 /// HTTP methods the API uses (others get 405).
@@ -199,6 +200,12 @@ enum Route {
     Reload,
     AuditList,
     AuditVerify,
+    ScriptsList,
+    ScriptsImport,
+    ScriptsValidate,
+    ScriptVersions(String),
+    ScriptVersion(String, String),
+    ScriptPublish(String),
 }
 
 impl Route {
@@ -215,6 +222,11 @@ impl Route {
             Self::Reload => "/api/v1/reload",
             Self::AuditList => "/api/v1/audit",
             Self::AuditVerify => "/api/v1/audit/verify",
+            Self::ScriptsList | Self::ScriptsImport => "/api/v1/scripts",
+            Self::ScriptsValidate => "/api/v1/scripts/validate",
+            Self::ScriptVersions(_) => "/api/v1/scripts/{key}",
+            Self::ScriptVersion(..) => "/api/v1/scripts/{key}/versions/{n}",
+            Self::ScriptPublish(_) => "/api/v1/scripts/{key}/publish",
         }
     }
 
@@ -229,6 +241,12 @@ impl Route {
             }
             Self::LogLevelSet | Self::Reload => Some(Permission::ConfigManage),
             Self::AuditList | Self::AuditVerify => Some(Permission::AuditRead),
+            Self::ScriptsList
+            | Self::ScriptsValidate
+            | Self::ScriptVersions(_)
+            | Self::ScriptVersion(..) => Some(Permission::ScriptsRead),
+            Self::ScriptsImport => Some(Permission::ScriptsWrite),
+            Self::ScriptPublish(_) => Some(Permission::ScriptsPublish),
         }
     }
 }
@@ -266,6 +284,24 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         ["api", "v1", "reload"] => by_method(&[(Post, Route::Reload)]),
         ["api", "v1", "audit"] => by_method(&[(Get, Route::AuditList)]),
         ["api", "v1", "audit", "verify"] => by_method(&[(Get, Route::AuditVerify)]),
+        ["api", "v1", "scripts"] => {
+            by_method(&[(Get, Route::ScriptsList), (Post, Route::ScriptsImport)])
+        }
+        // "validate" is POST only, so a script keyed "validate" stays readable with GET.
+        ["api", "v1", "scripts", "validate"] => by_method(&[
+            (Post, Route::ScriptsValidate),
+            (Get, Route::ScriptVersions("validate".to_owned())),
+        ]),
+        ["api", "v1", "scripts", key] => {
+            by_method(&[(Get, Route::ScriptVersions((*key).to_owned()))])
+        }
+        ["api", "v1", "scripts", key, "versions", n] => by_method(&[(
+            Get,
+            Route::ScriptVersion((*key).to_owned(), (*n).to_owned()),
+        )]),
+        ["api", "v1", "scripts", key, "publish"] => {
+            by_method(&[(Post, Route::ScriptPublish((*key).to_owned()))])
+        }
         _ => Err(ApiError::not_found()),
     }
 }
@@ -475,6 +511,12 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::Reload, Some(c)) => reload(ctx, &c),
         (Route::AuditList, Some(_)) => audit_list(ctx, &req.query),
         (Route::AuditVerify, Some(_)) => audit_verify(ctx),
+        (Route::ScriptsList, Some(_)) => scripts_list(ctx),
+        (Route::ScriptsImport, Some(c)) => script_import(ctx, &c, &req.body),
+        (Route::ScriptsValidate, Some(_)) => script_validate(&req.body),
+        (Route::ScriptVersions(key), Some(_)) => script_versions(ctx, key),
+        (Route::ScriptVersion(key, n), Some(_)) => script_version(ctx, key, n),
+        (Route::ScriptPublish(key), Some(c)) => script_publish(ctx, &c, key),
     };
     r.map(|r| r.with_route(label)).map_err(|e| (label, e))
 }
@@ -796,9 +838,175 @@ fn audit_verify(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
     ))
 }
 
+/// Body of `POST /api/v1/scripts` and `POST /api/v1/scripts/validate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptBody {
+    /// The script text (TOML).
+    content: String,
+}
+
+fn script_json(v: &scripts::ScriptVersion) -> Value {
+    json!({
+        "key": v.key,
+        "version": v.version,
+        "status": v.status,
+        "format": v.format,
+        "sha256": v.content_sha256,
+        "created_at": opt_time(Some(v.created_at_ms)),
+        "published_at": opt_time(v.published_at_ms),
+    })
+}
+
+/// 422 with every problem, as `script validate --json` lists them.
+fn invalid_script(problems: &[crate::conversation::Problem]) -> ApiResponse {
+    ApiResponse::json(
+        422,
+        &json!({"error": {
+            "code": "invalid_script",
+            "message": format!("the script has {} problem(s)", problems.len()),
+            "problems": problems,
+        }}),
+    )
+}
+
+fn lifecycle_error(e: LifecycleError) -> Result<ApiResponse, ApiError> {
+    match e {
+        LifecycleError::Invalid(p) => Ok(invalid_script(&p)),
+        LifecycleError::NotFound(_) => Err(ApiError::not_found()),
+        e @ (LifecycleError::NoDraft(_) | LifecycleError::Changed(_)) => {
+            Err(ApiError::new(409, "conflict", e.to_string()))
+        }
+        LifecycleError::Store(s) => Err(s.into()),
+    }
+}
+
+fn scripts_list(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+    let rows = ctx.store.read(scripts::list)?;
+    let list: Vec<Value> = rows.iter().map(script_json).collect();
+    Ok(ApiResponse::json(200, &json!({"scripts": list})))
+}
+
+fn script_validate(body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: ScriptBody = parse_json(body)?;
+    match crate::conversation::compile_text(&b.content, &crate::conversation::CheckEnv::default()) {
+        Ok(c) => Ok(ApiResponse::json(
+            200,
+            &json!({"valid": true, "key": c.source.script.key, "nodes": c.nodes.len(), "intents": c.intents.len()}),
+        )),
+        Err(p) => Ok(invalid_script(&p)),
+    }
+}
+
+fn script_import(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: ScriptBody = parse_json(body)?;
+    let actor = Actor {
+        id: &c.token_id,
+        role: Some(c.role.as_str()),
+    };
+    let now_ms = unix_ms(ctx.clock.wall());
+    // Audio files live next to the script on the author's machine; the CLI checks them.
+    let env = crate::conversation::CheckEnv::default();
+    match lifecycle::import(&ctx.store, &b.content, &env, actor, now_ms) {
+        Ok((r, v)) => {
+            let mut j = script_json(&v);
+            j["result"] = json!(r);
+            Ok(ApiResponse::json(
+                if r == scripts::SaveResult::Created {
+                    201
+                } else {
+                    200
+                },
+                &j,
+            ))
+        }
+        Err(e) => lifecycle_error(e),
+    }
+}
+
+fn script_versions(ctx: &AdminContext, key: &str) -> Result<ApiResponse, ApiError> {
+    let k = key.to_owned();
+    let rows = ctx.store.read(move |c| scripts::versions(c, &k))?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let list: Vec<Value> = rows.iter().map(script_json).collect();
+    Ok(ApiResponse::json(
+        200,
+        &json!({"key": key, "versions": list}),
+    ))
+}
+
+fn script_version(ctx: &AdminContext, key: &str, n: &str) -> Result<ApiResponse, ApiError> {
+    let n: i64 = n
+        .parse()
+        .map_err(|_| ApiError::bad_request("version: a number"))?;
+    let k = key.to_owned();
+    let v = ctx
+        .store
+        .read(move |c| scripts::get(c, &k, n))?
+        .ok_or_else(ApiError::not_found)?;
+    let mut j = script_json(&v);
+    j["content"] = json!(String::from_utf8_lossy(&v.content));
+    Ok(ApiResponse::json(200, &j))
+}
+
+fn script_publish(ctx: &AdminContext, c: &Caller, key: &str) -> Result<ApiResponse, ApiError> {
+    let actor = Actor {
+        id: &c.token_id,
+        role: Some(c.role.as_str()),
+    };
+    match lifecycle::publish(&ctx.store, key, actor, unix_ms(ctx.clock.wall())) {
+        Ok(v) => Ok(ApiResponse::json(200, &script_json(&v))),
+        Err(e) => lifecycle_error(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_routes() {
+        assert_eq!(
+            route(Method::Get, "/api/v1/scripts").unwrap(),
+            Route::ScriptsList
+        );
+        assert_eq!(
+            route(Method::Post, "/api/v1/scripts").unwrap(),
+            Route::ScriptsImport
+        );
+        assert_eq!(
+            route(Method::Post, "/api/v1/scripts/validate").unwrap(),
+            Route::ScriptsValidate
+        );
+        assert_eq!(
+            route(Method::Get, "/api/v1/scripts/validate").unwrap(),
+            Route::ScriptVersions("validate".into())
+        );
+        assert_eq!(
+            route(Method::Get, "/api/v1/scripts/k/versions/2").unwrap(),
+            Route::ScriptVersion("k".into(), "2".into())
+        );
+        assert_eq!(
+            route(Method::Post, "/api/v1/scripts/k/publish").unwrap(),
+            Route::ScriptPublish("k".into())
+        );
+        assert_eq!(
+            route(Method::Get, "/api/v1/scripts/k/publish")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            Route::ScriptPublish("k".into()).permission(false),
+            Some(Permission::ScriptsPublish)
+        );
+        assert_eq!(
+            Route::ScriptsImport.permission(false),
+            Some(Permission::ScriptsWrite)
+        );
+    }
 
     #[test]
     fn routes_match_and_wrong_methods_say_what_is_allowed() {

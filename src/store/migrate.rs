@@ -21,11 +21,18 @@ pub struct Migration {
 }
 
 /// The migrations this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "script_versions_immutable",
+        sql: include_str!("migrations/0002_script_versions_immutable.sql"),
+    },
+];
 
 /// The schema version this binary produces.
 pub fn latest_version() -> i64 {
@@ -172,11 +179,14 @@ mod tests {
         migrate(&mut c, MIGRATIONS, 1).unwrap();
         let err = migrate(&mut c, &[], 1).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-        let edited = [Migration {
-            version: 1,
-            name: "init",
-            sql: "CREATE TABLE x (y INTEGER);",
-        }];
+        let edited = [
+            Migration {
+                version: 1,
+                name: "init",
+                sql: "CREATE TABLE x (y INTEGER);",
+            },
+            MIGRATIONS[1],
+        ];
         let err = migrate(&mut c, &edited, 1).unwrap_err();
         assert!(
             matches!(err, StoreError::MigrationMismatch { version: 1, .. }),

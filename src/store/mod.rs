@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod migrate;
+pub mod scripts;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
