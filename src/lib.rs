@@ -54,6 +54,7 @@ pub mod config;
 pub mod fs;
 pub mod ids;
 pub mod runtime;
+pub mod sip;
 pub mod store;
 pub mod telemetry;
 pub mod time;

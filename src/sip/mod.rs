@@ -1,0 +1,7 @@
+//! SIP user agent (sans-IO core): message framing and normalisation in front of rsip, the
+//! out-of-dialog request policy, and — built on these — transactions, dialogs, authentication
+//! and registration.
+
+pub mod message;
+pub mod syntax;
+pub mod uas;
