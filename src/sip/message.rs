@@ -742,6 +742,65 @@ mod tests {
         assert_eq!(again, m);
     }
 
+    use proptest::prelude::*;
+
+    /// Rewrites a one-header-per-line message into an equivalent one: compact names, random
+    /// case, whitespace before the colon, values folded over several lines.
+    fn rewrite(msg: &str, choices: &[u8]) -> String {
+        let (head, body) = msg.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let mut out = format!("{}\r\n", lines.next().unwrap());
+        for (i, line) in lines.enumerate() {
+            let c = choices.get(i).copied().unwrap_or(0);
+            let (name, value) = line.split_once(": ").unwrap();
+            let compact = NAMES.iter().find(|(f, _)| *f == name).and_then(|(_, c)| *c);
+            let name = match (c % 4, compact) {
+                (0, Some(short)) => short.to_owned(),
+                (1, _) => name.to_ascii_lowercase(),
+                (2, _) => name.to_ascii_uppercase(),
+                _ => name.to_owned(),
+            };
+            let sep = if c & 4 != 0 { " \t: " } else { ": " };
+            let value = if c & 8 != 0 {
+                value.replacen(' ', "\r\n   ", 1)
+            } else {
+                value.to_owned()
+            };
+            out.push_str(&format!("{name}{sep}{value}\r\n"));
+        }
+        format!("{out}\r\n{body}")
+    }
+
+    proptest! {
+        #[test]
+        fn equivalent_spellings_parse_the_same(choices in proptest::collection::vec(any::<u8>(), 16), cseq in 0u32..(1 << 31), body in "[a-z=0-9 ]{0,40}") {
+            let base = format!(
+                "INVITE sip:u@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport\r\nFrom: \"A B\" <sip:a@h>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: c1@h\r\nCSeq: {cseq} INVITE\r\nContact: <sip:a@h:5060>\r\nMax-Forwards: 70\r\nSupported: timer\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let (want, _) = parse(base.as_bytes(), Framing::Datagram).unwrap();
+            let spelled = rewrite(&base, &choices);
+            let (got, used) = parse(spelled.as_bytes(), Framing::Datagram).unwrap();
+            prop_assert_eq!(used, spelled.len());
+            prop_assert_eq!(&got.essentials, &want.essentials);
+            prop_assert_eq!(got.canonical(), want.canonical());
+            let mut f = StreamFramer::default();
+            for chunk in spelled.as_bytes().chunks(7) {
+                f.push(chunk);
+            }
+            let framed = f.next_item();
+            prop_assert!(matches!(framed, Some(Framed::Message(ref m)) if m.canonical() == want.canonical()));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&bytes, Framing::Datagram);
+            let mut f = StreamFramer::default();
+            f.push(&bytes);
+            while f.next_item().is_some() {}
+        }
+    }
+
     #[test]
     fn stream_framing_splits_messages_and_waits_for_bodies() {
         let mut f = StreamFramer::default();
