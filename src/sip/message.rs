@@ -652,6 +652,88 @@ impl Message {
     }
 }
 
+/// Builds messages field by field; `build` runs the result through the parser, so vaultcall
+/// never sends what it would itself reject.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    start: StartLine,
+    headers: Vec<Header>,
+    body: Vec<u8>,
+}
+
+impl Builder {
+    /// A request.
+    pub fn request(method: Method, uri: &str) -> Self {
+        Self {
+            start: StartLine::Request {
+                method,
+                uri: uri.to_owned(),
+            },
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A response to `req` (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and CSeq copied; a To
+    /// tag added when the request's To has none (except for 100).
+    pub fn response_to(req: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Self {
+        let mut b = Self {
+            start: StartLine::Response {
+                code,
+                reason: reason.to_owned(),
+            },
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        for v in req.header_values("Via") {
+            b = b.header("Via", v);
+        }
+        let to = req.header("To").unwrap_or_default();
+        let to = match to_tag {
+            Some(tag) if req.essentials.to.tag().is_none() && code != 100 => {
+                format!("{to};tag={tag}")
+            }
+            _ => to.to_owned(),
+        };
+        b.header("From", req.header("From").unwrap_or_default())
+            .header("To", &to)
+            .header("Call-ID", &req.essentials.call_id)
+            .header("CSeq", req.header("CSeq").unwrap_or_default())
+    }
+
+    /// Appends a header field.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(Header {
+            name: canonical_name(name),
+            value: value.to_owned(),
+        });
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &str, body: Vec<u8>) -> Self {
+        self.headers.retain(|h| h.name != "Content-Type");
+        self = self.header("Content-Type", content_type);
+        self.body = body;
+        self
+    }
+
+    /// The message, checked by the parser.
+    pub fn build(self) -> Result<Message, Rejection> {
+        let mut s = match &self.start {
+            StartLine::Request { method, uri } => format!("{method} {uri} SIP/2.0\r\n"),
+            StartLine::Response { code, reason } => format!("SIP/2.0 {code} {reason}\r\n"),
+        };
+        for h in self.headers.iter().filter(|h| h.name != "Content-Length") {
+            s.push_str(&format!("{}: {}\r\n", h.name, h.value));
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let mut bytes = s.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        parse(&bytes, Framing::Datagram).map(|(m, _)| m)
+    }
+}
+
 /// Splits a TCP/TLS byte stream into messages (RFC 3261 §18.3): CRLF keep-alives between
 /// messages are skipped (RFC 5626 §3.5.1), a message ends after Content-Length body octets.
 #[derive(Debug, Default)]

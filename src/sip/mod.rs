@@ -4,4 +4,5 @@
 
 pub mod message;
 pub mod syntax;
+pub mod transaction;
 pub mod uas;
