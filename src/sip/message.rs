@@ -701,6 +701,20 @@ impl Builder {
             .header("CSeq", req.header("CSeq").unwrap_or_default())
     }
 
+    /// A builder holding an existing message, to add fields to it.
+    pub fn from_message(m: &Message) -> Self {
+        Self {
+            start: m.start.clone(),
+            headers: m
+                .headers
+                .iter()
+                .filter(|h| h.name != "Content-Length")
+                .cloned()
+                .collect(),
+            body: m.body.clone(),
+        }
+    }
+
     /// Appends a header field.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push(Header {
