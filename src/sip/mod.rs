@@ -6,6 +6,7 @@ pub mod auth;
 pub mod dialog;
 pub mod message;
 pub mod outcome;
+pub mod registration;
 pub mod sdp;
 pub mod syntax;
 pub mod transaction;
