@@ -137,6 +137,20 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The policy the `[media]` config section describes.
+    pub fn from_config(c: &crate::config::MediaConfig) -> Self {
+        Self {
+            symmetric_rtp: c.symmetric_rtp,
+            jitter_min_ms: c.jitter_min_ms,
+            jitter_max_ms: c.jitter_max_ms,
+            rtp_timeout: (c.rtp_timeout_secs > 0).then(|| Duration::from_secs(c.rtp_timeout_secs)),
+            rtcp_interval: Duration::from_secs(c.rtcp_interval_secs),
+            playback_queue_secs: c.playback_queue_secs,
+        }
+    }
+}
+
 /// Random values the session needs; from a CSPRNG in production, fixed in tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seeds {

@@ -699,3 +699,14 @@ proptest! {
         prop_assert!(s.poll_timeout().is_some());
     }
 }
+
+#[test]
+fn the_default_config_gives_the_default_policy() {
+    let c = crate::config::MediaConfig::default();
+    assert_eq!(Policy::from_config(&c), Policy::default());
+    let off = crate::config::MediaConfig {
+        rtp_timeout_secs: 0,
+        ..c
+    };
+    assert_eq!(Policy::from_config(&off).rtp_timeout, None);
+}

@@ -4,5 +4,6 @@
 
 pub mod control;
 pub mod lifecycle;
+pub mod rtp_io;
 pub mod sip_io;
 pub mod systemd;
