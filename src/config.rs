@@ -7,7 +7,7 @@
 //! Relative paths are resolved against the data directory, which is `paths.data_dir` if set, else
 //! the first entry of `$STATE_DIRECTORY` (systemd), else `./var`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// SIP signalling.
     pub sip: SipConfig,
+    /// RTP media.
+    pub media: MediaConfig,
     /// Keys and encrypted storage.
     pub vault: VaultConfig,
 }
@@ -460,6 +462,122 @@ fn default_keepalive() -> u64 {
     30
 }
 
+/// RTP media: sockets, jitter buffer, NAT handling, taps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Local address the per-call RTP/RTCP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First port of the RTP range; even (RTP on even ports, RTCP on the next odd one).
+    pub port_min: u16,
+    /// Last port of the range (inclusive); each call takes two ports.
+    pub port_max: u16,
+    /// Symmetric RTP: send to where the peer's packets come from (NAT), and drop packets from
+    /// anyone else once latched.
+    pub symmetric_rtp: bool,
+    /// Smallest jitter buffer depth in ms.
+    pub jitter_min_ms: u32,
+    /// Jitter buffer cap in ms (the most delay it adds).
+    pub jitter_max_ms: u32,
+    /// Seconds without inbound RTP before the call is told (0: never).
+    pub rtp_timeout_secs: u64,
+    /// Mean interval between RTCP reports.
+    pub rtcp_interval_secs: u64,
+    /// Frames (of one ptime each) a tap consumer may fall behind before its oldest are dropped.
+    pub tap_queue_frames: usize,
+    /// Most robot audio queued for sending per call, in seconds.
+    pub playback_queue_secs: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_min: 20_000,
+            port_max: 29_999,
+            symmetric_rtp: true,
+            jitter_min_ms: 40,
+            jitter_max_ms: 200,
+            rtp_timeout_secs: 30,
+            rtcp_interval_secs: 5,
+            tap_queue_frames: 50,
+            playback_queue_secs: 300,
+        }
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self, sip_listen: SocketAddr) -> Result<(), ConfigError> {
+        if self.port_min % 2 != 0 {
+            return Err(ConfigError::invalid(
+                "media.port_min",
+                format!(
+                    "{} is odd; allowed: an even port (RTP uses even ports, RTCP the next odd one)",
+                    self.port_min
+                ),
+            ));
+        }
+        range("media.port_min", u64::from(self.port_min), 1024, 65_534)?;
+        if self.port_max <= self.port_min {
+            return Err(ConfigError::invalid(
+                "media.port_max",
+                format!(
+                    "{} is out of range; allowed: {} to 65535 (above media.port_min)",
+                    self.port_max,
+                    u32::from(self.port_min) + 1
+                ),
+            ));
+        }
+        let sip = sip_listen.port();
+        let same_ip = sip_listen.ip() == self.bind_ip
+            || sip_listen.ip().is_unspecified()
+            || self.bind_ip.is_unspecified();
+        if same_ip && (self.port_min..=self.port_max).contains(&sip) {
+            return Err(ConfigError::invalid(
+                "media.port_min",
+                format!(
+                    "the range {}..={} contains sip.listen port {sip}; allowed: a range that \
+                     leaves out the SIP port",
+                    self.port_min, self.port_max
+                ),
+            ));
+        }
+        range(
+            "media.jitter_min_ms",
+            u64::from(self.jitter_min_ms),
+            20,
+            1000,
+        )?;
+        range(
+            "media.jitter_max_ms",
+            u64::from(self.jitter_max_ms),
+            u64::from(self.jitter_min_ms),
+            1000,
+        )?;
+        range("media.rtp_timeout_secs", self.rtp_timeout_secs, 0, 3600)?;
+        range("media.rtcp_interval_secs", self.rtcp_interval_secs, 1, 60)?;
+        range(
+            "media.tap_queue_frames",
+            self.tap_queue_frames as u64,
+            1,
+            3000,
+        )?;
+        range(
+            "media.playback_queue_secs",
+            u64::from(self.playback_queue_secs),
+            1,
+            3600,
+        )?;
+        Ok(())
+    }
+
+    /// Port pairs the range holds: the most concurrent calls with media.
+    pub fn port_pairs(&self) -> usize {
+        // Even ports p with p + 1 still in the range.
+        ((u32::from(self.port_max) + 1).saturating_sub(u32::from(self.port_min)) / 2) as usize
+    }
+}
+
 /// Keys and encrypted storage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -571,6 +689,7 @@ impl Config {
         range("store.read_connections", s.read_connections as u64, 1, 64)?;
         nonempty_path("vault.master_key_file", &self.vault.master_key_file)?;
         self.validate_sip()?;
+        self.media.validate(self.sip.listen)?;
         if self.sip.listen.port() == self.admin.listen.port()
             && self.sip.listen.port() != 0
             && self.sip.listen.ip() == self.admin.listen.ip()
@@ -925,6 +1044,28 @@ mod tests {
         let mut c = Config::default();
         c.paths.data_dir = Some(PathBuf::from("/srv/vc"));
         assert_eq!(c.resolve_paths(&env).data_dir, PathBuf::from("/srv/vc"));
+    }
+
+    #[test]
+    fn media_ports_are_validated_with_key_and_allowed_values() {
+        let e = Config::from_toml("[media]\nport_min = 20001\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.port_min"));
+        assert!(e.to_string().contains("even"), "{e}");
+        let e = Config::from_toml("[media]\nport_min = 30000\nport_max = 30000\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.port_max"));
+        assert!(e.to_string().contains("30001 to 65535"), "{e}");
+        let e = Config::from_toml("[media]\nport_min = 5000\nport_max = 5100\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.port_min"));
+        assert!(e.to_string().contains("sip.listen"), "{e}");
+        let e =
+            Config::from_toml("[media]\njitter_min_ms = 100\njitter_max_ms = 60\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.jitter_max_ms"));
+        assert!(e.to_string().contains("100 to 1000"), "{e}");
+        let e = Config::from_toml("[media]\nsymmetric_rtp = \"yes\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.symmetric_rtp"));
+        let c = Config::from_toml("[media]\nport_min = 40000\nport_max = 40003\n").unwrap();
+        assert_eq!(c.media.port_pairs(), 2);
+        assert_eq!(Config::default().media.port_pairs(), 5000);
     }
 
     #[test]

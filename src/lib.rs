@@ -53,6 +53,7 @@ pub mod app;
 pub mod config;
 pub mod fs;
 pub mod ids;
+pub mod media;
 pub mod runtime;
 pub mod sip;
 pub mod store;

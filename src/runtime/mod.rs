@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod lifecycle;
+pub mod rtp_io;
 pub mod sip_endpoint;
 pub mod sip_io;
 pub mod systemd;
