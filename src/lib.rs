@@ -51,6 +51,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod dial;
 pub mod fs;
 pub mod ids;
 pub mod media;

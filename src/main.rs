@@ -35,6 +35,27 @@ enum Cmd {
     },
     /// Print version and build information.
     Version,
+    /// Place one test call through a trunk: play a WAV, record both legs, print the SIP flow,
+    /// the outcome and media statistics.
+    Dial {
+        /// The number to call.
+        number: String,
+        /// Trunk name (default: the first [[sip.trunks]]).
+        #[arg(long)]
+        trunk: Option<String>,
+        /// WAV file to play when answered (16-bit PCM, any rate; resampled to 8 kHz).
+        #[arg(long)]
+        play: Option<PathBuf>,
+        /// Stereo WAV to record (left customer, right robot).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Hang up this many seconds after the answer.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Admin API tokens and TLS certificates.
     Admin {
         #[command(subcommand)]
@@ -127,6 +148,26 @@ fn run(cli: Cli) -> Result<String, Failure> {
             option_env!("VAULTCALL_GIT_COMMIT").unwrap_or("unknown"),
             vaultcall::store::migrate::latest_version()
         )),
+        Cmd::Dial {
+            number,
+            trunk,
+            play,
+            record,
+            seconds,
+            config,
+        } => {
+            let cfg = with_config(config)?;
+            vaultcall::dial::run(
+                &cfg,
+                &vaultcall::dial::DialArgs {
+                    number,
+                    trunk,
+                    play,
+                    record,
+                    seconds,
+                },
+            )
+        }
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Bootstrap {
                 config,

@@ -13,6 +13,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod resample;
 pub mod rtp;
 pub mod session;
 pub mod tap;

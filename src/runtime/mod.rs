@@ -8,3 +8,4 @@ pub mod rtp_io;
 pub mod sip_endpoint;
 pub mod sip_io;
 pub mod systemd;
+pub mod trunk;
