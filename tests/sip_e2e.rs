@@ -461,3 +461,146 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Kamailio as a registrar that challenges REGISTER with digest (qop=auth) and knows one
+/// user, `vc`, with password `s3cret` (compared by `pv_auth_check`, no database needed).
+fn kamailio(dir: &Path, port: u16) -> Peer {
+    let cfg = format!(
+        r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+modparam("usrloc", "db_mode", 0)
+request_route {{
+    if (is_method("REGISTER")) {{
+        $var(pw) = "s3cret";
+        if (!pv_auth_check("$fd", "$var(pw)", "0", "1")) {{
+            auth_challenge("$fd", "1");
+            exit;
+        }}
+        consume_credentials();
+        if (!save("location")) {{ sl_reply_error(); }}
+        exit;
+    }}
+    if (is_method("OPTIONS")) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    sl_send_reply("404", "Not Here");
+}}
+"#
+    );
+    let file = dir.join("kamailio.cfg");
+    std::fs::write(&file, cfg).unwrap();
+    let log = dir.join("kamailio.log");
+    let child = Command::new("kamailio")
+        .arg("-f")
+        .arg(&file)
+        .args([
+            "-DD",
+            "-E",
+            "-n",
+            "1",
+            "-Y",
+            dir.to_str().unwrap(),
+            "-P",
+            dir.join("k.pid").to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("kamailio is installed (make setup)");
+    wait_for(&log, "INFO", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(300));
+    Peer { child, log }
+}
+
+fn trunk_state(
+    d: &common::Daemon,
+    token: &str,
+    want: &str,
+    timeout: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = d.get("/api/v1/trunks", Some(token)).json()["trunks"][0].clone();
+        if t["registration"] == want {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trunk never reached {want}: {t}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn registering_daemon(dir: &Path, port: u16, password: &str) -> common::Daemon {
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join("trunk.password");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (lo, hi) = media_range();
+    let extra = format!(
+        "[media]\nport_min = {lo}\nport_max = {hi}\n\n[[sip.trunks]]\nname = \"kamailio\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         caller_id = \"4008001234\"\nusername = \"vc\"\npassword_file = \"{}\"\nregister = true\nregister_expires_secs = 120\nkeepalive_secs = 1\n",
+        pw.display()
+    );
+    common::Daemon::start_in(dir, &common::test_config(dir, "", &extra))
+}
+
+#[test]
+fn registers_with_kamailio_through_a_digest_challenge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _k = kamailio(tmp.path(), port);
+    let mut d = registering_daemon(tmp.path(), port, "s3cret");
+    let admin = d.bootstrap();
+    let t = trunk_state(&d, &admin, "registered", Duration::from_secs(15));
+    let secs = t["registration_secs"].as_u64().unwrap();
+    assert!((100..=120).contains(&secs), "{t}");
+    // OPTIONS keepalive every second: Kamailio answers, so the trunk is alive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get("/api/v1/trunks", Some(&admin)).json()["trunks"][0]["alive"] != true {
+        assert!(Instant::now() < deadline, "keepalive never succeeded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.stop();
+    assert!(
+        d.log_text().contains("trunk unregistered"),
+        "unregister on shutdown:\n{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_wrong_password_is_a_failed_registration_with_backoff() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let _k = kamailio(tmp.path(), port);
+    let mut d = registering_daemon(tmp.path(), port, "wrong");
+    let admin = d.bootstrap();
+    let t = trunk_state(&d, &admin, "failed", Duration::from_secs(15));
+    assert_eq!(t["registration_error"], 401, "{t}");
+    let retry = t["registration_secs"].as_u64().unwrap();
+    assert!((20..=40).contains(&retry), "retry in {retry} s: {t}");
+    assert!(
+        !d.log_text().contains("wrong"),
+        "the password must never reach the log"
+    );
+    d.stop();
+}

@@ -199,6 +199,7 @@ enum Route {
     Reload,
     AuditList,
     AuditVerify,
+    Trunks,
 }
 
 impl Route {
@@ -215,6 +216,7 @@ impl Route {
             Self::Reload => "/api/v1/reload",
             Self::AuditList => "/api/v1/audit",
             Self::AuditVerify => "/api/v1/audit/verify",
+            Self::Trunks => "/api/v1/trunks",
         }
     }
 
@@ -223,7 +225,9 @@ impl Route {
         match self {
             Self::Healthz | Self::Readyz => None,
             Self::Metrics => metrics_require_token.then_some(Permission::MetricsRead),
-            Self::Status | Self::WhoAmI | Self::LogLevelGet => Some(Permission::StatusRead),
+            Self::Status | Self::WhoAmI | Self::LogLevelGet | Self::Trunks => {
+                Some(Permission::StatusRead)
+            }
             Self::TokensList | Self::TokensCreate | Self::TokenRevoke(_) => {
                 Some(Permission::TokensManage)
             }
@@ -266,6 +270,7 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         ["api", "v1", "reload"] => by_method(&[(Post, Route::Reload)]),
         ["api", "v1", "audit"] => by_method(&[(Get, Route::AuditList)]),
         ["api", "v1", "audit", "verify"] => by_method(&[(Get, Route::AuditVerify)]),
+        ["api", "v1", "trunks"] => by_method(&[(Get, Route::Trunks)]),
         _ => Err(ApiError::not_found()),
     }
 }
@@ -475,6 +480,14 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::Reload, Some(c)) => reload(ctx, &c),
         (Route::AuditList, Some(_)) => audit_list(ctx, &req.query),
         (Route::AuditVerify, Some(_)) => audit_verify(ctx),
+        (Route::Trunks, Some(_)) => {
+            let trunks = ctx
+                .sip
+                .as_ref()
+                .map(|s| s.status_blocking())
+                .unwrap_or_default();
+            Ok(ApiResponse::json(200, &json!({"trunks": trunks})))
+        }
     };
     r.map(|r| r.with_route(label)).map_err(|e| (label, e))
 }

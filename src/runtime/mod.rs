@@ -6,6 +6,5 @@ pub mod control;
 pub mod lifecycle;
 pub mod rtp_io;
 pub mod sip_endpoint;
-pub mod sip_io;
 pub mod systemd;
 pub mod trunk;

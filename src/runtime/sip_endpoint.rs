@@ -136,6 +136,15 @@ impl EndpointHandle {
         self.local
     }
 
+    /// Trunk states, from a thread outside the runtime (admin workers).
+    pub fn status_blocking(&self) -> Vec<TrunkStatus> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.blocking_send(Command::Status(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.blocking_recv().unwrap_or_default()
+    }
+
     /// Trunk states.
     pub async fn status(&self) -> Vec<TrunkStatus> {
         let (tx, rx) = oneshot::channel();
@@ -297,6 +306,20 @@ impl SipEndpoint {
         self.local
     }
 
+    /// Adds trunks (registrations and keepalives) before [`SipEndpoint::run`].
+    pub fn add_trunks(&mut self, trunks: Vec<TrunkRuntime>) {
+        let now = self.clock.mono();
+        for t in trunks {
+            self.keepalives.push(t.keepalive.map(|every| Keepalive {
+                every,
+                next: now,
+                alive: None,
+                misses: 0,
+            }));
+            self.trunks.push(t);
+        }
+    }
+
     /// Serves until `stop` turns true; then unregisters trunks (bounded by a few seconds).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; crate::sip::message::MAX_MESSAGE_BYTES + 1];
@@ -330,11 +353,10 @@ impl SipEndpoint {
             }
             self.pump().await;
             if let Some(deadline) = stopping {
-                let pending = self.trunks.iter().any(|t| {
-                    t.registration
-                        .as_ref()
-                        .is_some_and(|r| r.status() != RegStatus::Unregistered)
-                });
+                let pending = self
+                    .trunks
+                    .iter()
+                    .any(|t| t.registration.as_ref().is_some_and(|r| !r.settled()));
                 if !pending || self.clock.mono() >= deadline {
                     break;
                 }

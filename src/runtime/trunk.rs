@@ -256,3 +256,33 @@ pub fn media_params(
     };
     Some(m)
 }
+
+/// Every configured trunk, ready for the endpoint: target resolved, credentials read,
+/// registration core built for trunks that register.
+pub async fn runtimes(
+    cfg: &Config,
+    data_dir: &Path,
+    sip_local: SocketAddr,
+    seed: u64,
+) -> Result<Vec<crate::runtime::sip_endpoint::TrunkRuntime>, TrunkError> {
+    let mut out = Vec::new();
+    for (i, t) in cfg.sip.trunks.iter().enumerate() {
+        let target = resolve(t).await?;
+        let creds = credentials(t, data_dir)?;
+        let registration = t.register.then(|| {
+            crate::sip::registration::Registration::new(
+                reg_config(cfg, t, creds.clone(), sip_local),
+                seed.wrapping_add(i as u64),
+                &sip_local.ip().to_string(),
+            )
+        });
+        out.push(crate::runtime::sip_endpoint::TrunkRuntime {
+            name: t.name.clone(),
+            target,
+            domain: format!("{}:{}", t.host, t.port),
+            registration,
+            keepalive: (t.keepalive_secs > 0).then(|| Duration::from_secs(t.keepalive_secs)),
+        });
+    }
+    Ok(out)
+}

@@ -142,6 +142,14 @@ impl Registration {
         &self.call_id
     }
 
+    /// Whether no REGISTER is in flight (shutdown waits for this after `unregister`).
+    pub fn settled(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Registering { .. } | State::Unregistering { .. }
+        )
+    }
+
     /// Current status.
     pub fn status(&self) -> RegStatus {
         match &self.state {
