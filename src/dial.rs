@@ -39,6 +39,8 @@ pub struct DialArgs {
     pub record: Option<PathBuf>,
     /// Hang up this long after the answer (default: the WAV's length plus 1 s, or 10 s).
     pub seconds: Option<f64>,
+    /// DTMF digits to send (RFC 4733) one second after the answer.
+    pub dtmf: Option<String>,
 }
 
 fn random_u64() -> u64 {
@@ -74,6 +76,17 @@ pub fn run(cfg: &Config, args: &DialArgs) -> Result<String, Failure> {
         return Err(Failure {
             code: exit::USAGE,
             message: "the number must be digits with an optional leading +".into(),
+        });
+    }
+    if let Some(d) = &args.dtmf
+        && (d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c)))
+    {
+        return Err(Failure {
+            code: exit::USAGE,
+            message: "--dtmf: digits 0-9, *, #, A-D".into(),
         });
     }
     let play = match &args.play {
@@ -163,6 +176,8 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
     let mut remote_rtp = None;
     let mut recording = None;
     let mut hangup_at: Option<Instant> = None;
+    let mut dtmf_at: Option<Instant> = None;
+    let mut dtmf_left: Vec<char> = args.dtmf.as_deref().unwrap_or_default().chars().collect();
     let mut answered_at = None;
     let mut dtmf = String::new();
     let mut outcome: Option<Outcome> = None;
@@ -239,6 +254,9 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
                                 (None, None) => Duration::from_secs(10),
                             };
                             hangup_at = Some(now + talk);
+                            if !dtmf_left.is_empty() {
+                                dtmf_at = Some(now + Duration::from_secs(1));
+                            }
                             if let (Some(m), Some(p)) = (&media, &play) {
                                 let _ = m.play(1, p.clone()).await;
                             }
@@ -253,7 +271,7 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
         if outcome.is_some() {
             break;
         }
-        let wake = [call.poll_timeout(), hangup_at]
+        let wake = [call.poll_timeout(), hangup_at, dtmf_at]
             .into_iter()
             .flatten()
             .min()
@@ -282,6 +300,15 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 let now = clock.mono();
+                                if dtmf_at.is_some_and(|t| now >= t) && !dtmf_left.is_empty() {
+                    let digit = dtmf_left.remove(0);
+                    if let Some(m) = &media {
+                        let _ = m.send_dtmf(digit, 160).await;
+                    }
+                    flow.note(now, "→", format!("DTMF {digit} (RFC 4733)"));
+                    // 160 ms tone, 240 ms pause between digits.
+                    dtmf_at = (!dtmf_left.is_empty()).then(|| now + Duration::from_millis(400));
+                }
                 if hangup_at.is_some_and(|h| now >= h) {
                     hangup_at = None;
                     call.hangup(now, "dial_duration");

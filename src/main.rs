@@ -52,6 +52,9 @@ enum Cmd {
         /// Hang up this many seconds after the answer.
         #[arg(long)]
         seconds: Option<f64>,
+        /// DTMF digits to send (RFC 4733) one second after the answer.
+        #[arg(long)]
+        dtmf: Option<String>,
         /// Config file.
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
@@ -154,6 +157,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             play,
             record,
             seconds,
+            dtmf,
             config,
         } => {
             let cfg = with_config(config)?;
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     play,
                     record,
                     seconds,
+                    dtmf,
                 },
             )
         }

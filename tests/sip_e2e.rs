@@ -139,13 +139,18 @@ fn wait_for(log: &Path, needle: &str, timeout: Duration) {
 /// baresip answering automatically as sip:13800000000@127.0.0.1:port, playing `source`
 /// (hanging up by itself when the file ends) and recording what it hears in `dir`.
 fn baresip(dir: &Path, port: u16, source: &Path) -> Peer {
+    baresip_with(dir, port, source, "")
+}
+
+/// baresip with extra config lines (e.g. its `cons` control socket).
+fn baresip_with(dir: &Path, port: u16, source: &Path, extra: &str) -> Peer {
     let cfg = format!(
         "sip_listen\t127.0.0.1:{port}\nmodule_path\t/usr/lib/baresip/modules\nmodule\tg711.so\nmodule\taufile.so\nmodule\tsndfile.so\n\
          module_app\taccount.so\nmodule_app\tmenu.so\naudio_player\taufile,{d}/discard.wav\naudio_source\taufile,{src}\n\
          audio_alert\taufile,{d}/discard.wav\nsnd_path\t{d}\n",
         d = dir.display(),
         src = source.display()
-    );
+    ) + extra;
     std::fs::write(dir.join("config"), cfg).unwrap();
     std::fs::write(
         dir.join("accounts"),
@@ -603,4 +608,53 @@ fn a_wrong_password_is_a_failed_registration_with_backoff() {
         "the password must never reach the log"
     );
     d.stop();
+}
+
+#[test]
+fn dtmf_both_ways_with_baresip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_udp_port();
+    let cons = free_udp_port();
+    write_wav(&dir.join("far.wav"), 8000, &sine(1000.0, 30_000, 8000));
+    let peer = baresip_with(
+        dir,
+        port,
+        &dir.join("far.wav"),
+        &format!("module\tcons.so\ncons_listen\t127.0.0.1:{cons}\n"),
+    );
+    let cfg = vaultcall_config(dir, port, "");
+    let child = Command::new(common::BIN)
+        .args(["dial", "13800000000", "--config"])
+        .arg(&cfg)
+        .args(["--dtmf", "159#", "--seconds", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once the call is up, press 7 and 3 on baresip (key down, then 0x04 to release).
+    wait_for(&peer.log, "Call established", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in ["7", "3"] {
+        s.send_to(d.as_bytes(), ("127.0.0.1", cons)).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        s.send_to(b"\x04", ("127.0.0.1", cons)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("DTMF received: 73"), "{stdout}");
+    let log = std::fs::read_to_string(&peer.log).unwrap();
+    let got: String = log
+        .match_indices("received event: '")
+        .filter_map(|(i, _)| {
+            let rest = &log[i + "received event: '".len()..];
+            rest.contains("(end=1")
+                .then(|| rest.chars().next())
+                .flatten()
+                .filter(|_| rest[1..].starts_with("' (end=1"))
+        })
+        .collect();
+    assert_eq!(got, "159#", "baresip's log:\n{log}");
 }
