@@ -41,6 +41,8 @@ pub struct DialArgs {
     pub seconds: Option<f64>,
     /// DTMF digits to send (RFC 4733) one second after the answer.
     pub dtmf: Option<String>,
+    /// Transfer the answered call to this URI (REFER) one second after the answer.
+    pub transfer: Option<String>,
 }
 
 fn random_u64() -> u64 {
@@ -177,6 +179,7 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
     let mut recording = None;
     let mut hangup_at: Option<Instant> = None;
     let mut dtmf_at: Option<Instant> = None;
+    let mut transfer_at: Option<Instant> = None;
     let mut dtmf_left: Vec<char> = args.dtmf.as_deref().unwrap_or_default().chars().collect();
     let mut answered_at = None;
     let mut dtmf = String::new();
@@ -257,12 +260,18 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
                             if !dtmf_left.is_empty() {
                                 dtmf_at = Some(now + Duration::from_secs(1));
                             }
+                            if args.transfer.is_some() {
+                                transfer_at = Some(now + Duration::from_secs(1));
+                            }
                             if let (Some(m), Some(p)) = (&media, &play) {
                                 let _ = m.play(1, p.clone()).await;
                             }
                         }
                     }
-                    CallEvent::Progress { .. } | CallEvent::TransferProgress { .. } => {}
+                    CallEvent::TransferProgress { code } => {
+                        flow.note(now, "·", format!("transfer progress {code}"))
+                    }
+                    CallEvent::Progress { .. } => {}
                     CallEvent::InfoDtmf(d) => dtmf.push(d),
                     CallEvent::Ended(o) => outcome = Some(o),
                 },
@@ -271,7 +280,7 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
         if outcome.is_some() {
             break;
         }
-        let wake = [call.poll_timeout(), hangup_at, dtmf_at]
+        let wake = [call.poll_timeout(), hangup_at, dtmf_at, transfer_at]
             .into_iter()
             .flatten()
             .min()
@@ -308,6 +317,14 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
                     flow.note(now, "→", format!("DTMF {digit} (RFC 4733)"));
                     // 160 ms tone, 240 ms pause between digits.
                     dtmf_at = (!dtmf_left.is_empty()).then(|| now + Duration::from_millis(400));
+                }
+                                if let (Some(at), Some(uri)) = (transfer_at, &args.transfer)
+                    && now >= at
+                {
+                    transfer_at = None;
+                    if let Err(e) = call.transfer(now, uri) {
+                        flow.note(now, "×", format!("transfer not started: {e}"));
+                    }
                 }
                 if hangup_at.is_some_and(|h| now >= h) {
                     hangup_at = None;

@@ -55,6 +55,9 @@ enum Cmd {
         /// DTMF digits to send (RFC 4733) one second after the answer.
         #[arg(long)]
         dtmf: Option<String>,
+        /// Transfer the answered call to this SIP URI (REFER, 转人工) one second after the answer.
+        #[arg(long)]
+        transfer: Option<String>,
         /// Config file.
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
@@ -158,6 +161,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             record,
             seconds,
             dtmf,
+            transfer,
             config,
         } => {
             let cfg = with_config(config)?;
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     record,
                     seconds,
                     dtmf,
+                    transfer,
                 },
             )
         }

@@ -49,11 +49,17 @@ fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
 
 fn vaultcall_config(dir: &Path, trunk_port: u16, extra_trunk: &str) -> PathBuf {
     let (lo, hi) = media_range();
+    // Test defaults, unless the test sets them itself.
+    let defaults: String = ["keepalive_secs = 0", "session_expires_secs = 0"]
+        .iter()
+        .filter(|d| !extra_trunk.contains(d.split(' ').next().unwrap()))
+        .map(|d| format!("{d}\n"))
+        .collect();
     let cfg = format!(
         "[paths]\ndata_dir = \"{d}/var\"\n[log]\nlevel = \"debug\"\ntarget = \"stderr\"\n[sip]\nlisten = \"127.0.0.1:0\"\n\
          [media]\nport_min = {lo}\nport_max = {hi}\n\
          [[sip.trunks]]\nname = \"peer\"\nhost = \"127.0.0.1\"\nport = {trunk_port}\ncaller_id = \"4008001234\"\n\
-         keepalive_secs = 0\nsession_expires_secs = 0\n{extra_trunk}\n",
+                  {defaults}{extra_trunk}\n",
         d = dir.display()
     );
     let p = dir.join("vaultcall.toml");
@@ -368,6 +374,10 @@ Content-Length: 0
 "#;
 
 fn sipp(dir: &Path, port: u16, scenario: &str) -> Peer {
+    sipp_args(dir, port, scenario, &[])
+}
+
+fn sipp_args(dir: &Path, port: u16, scenario: &str, extra: &[&str]) -> Peer {
     let file = dir.join("uas.xml");
     std::fs::write(&file, scenario).unwrap();
     let log = dir.join("sipp.log");
@@ -384,7 +394,11 @@ fn sipp(dir: &Path, port: u16, scenario: &str) -> Peer {
             "-nostdin",
             "-timeout",
             "60s",
+            "-trace_msg",
+            "-message_file",
+            dir.join("sipp.msg").to_str().unwrap(),
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -657,4 +671,213 @@ fn dtmf_both_ways_with_baresip() {
         })
         .collect();
     assert_eq!(got, "159#", "baresip's log:\n{log}");
+}
+
+const SDP_BODY: &str = "v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio [media_port] RTP/AVP 8 101\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\n";
+
+/// Receives vaultcall's INVITE, remembering its From tag for requests SIPp sends later
+/// (SIPp's `[peer_tag_param]` stays empty in the UAS role).
+const RECV_INVITE: &str = "<recv request=\"INVITE\" rrs=\"true\"><action><ereg regexp=\"tag=[^;]*\" search_in=\"hdr\" header=\"From:\" assign_to=\"fromtag\"/></action></recv>\n";
+
+/// A response to the last received request, SIPp style; `tag` adds SIPp's To tag (for the
+/// first response to the INVITE; in-dialog requests already carry it).
+fn sipp_reply_to(code: &str, extra: &str, body: &str, tag: bool) -> String {
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\n".to_owned()
+    };
+    let to_tag = if tag {
+        ";tag=[pid]SIPpTag01[call_number]"
+    } else {
+        ""
+    };
+    format!(
+        "<send><![CDATA[\nSIP/2.0 {code}\n[last_Via:]\n[last_From:]\n[last_To:]{to_tag}\n[last_Call-ID:]\n[last_CSeq:]\nContact: <sip:[local_ip]:[local_port]>\n{extra}{ct}Content-Length: [len]\n\n{body}]]></send>\n"
+    )
+}
+
+/// The first response to the INVITE.
+fn sipp_reply(code: &str, extra: &str, body: &str) -> String {
+    sipp_reply_to(code, extra, body, true)
+}
+
+/// A request from SIPp (the callee) inside the dialog vaultcall created.
+fn sipp_request(method: &str, cseq: u32, extra: &str, body_type: &str, body: &str) -> String {
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {body_type}\n")
+    };
+    format!(
+        "<send><![CDATA[\n{method} [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+         From: <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]\nTo: <sip:4008001234@127.0.0.1>;[$fromtag]\n\
+         Call-ID: [call_id]\nCSeq: {cseq} {method}\nMax-Forwards: 70\nContact: <sip:[local_ip]:[local_port]>\n{extra}{ct}Content-Length: [len]\n\n{body}]]></send>\n"
+    )
+}
+
+fn scenario(name: &str, steps: &[String]) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">\n{}</scenario>\n",
+        steps.concat()
+    )
+}
+
+fn sipp_media(dir: &Path, port: u16, scenario: &str) -> Peer {
+    let media = free_udp_port() & !1;
+    sipp_args(
+        dir,
+        port,
+        scenario,
+        &["-mi", "127.0.0.1", "-mp", &media.to_string()],
+    )
+}
+
+#[test]
+fn early_media_183_is_played_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let s = scenario(
+        "early media then busy",
+        &[
+            "<recv request=\"INVITE\" />\n".into(),
+            sipp_reply("183 Session Progress", "", SDP_BODY),
+            "<nop><action><exec play_pcap_audio=\"/usr/share/sip-tester/g711a.pcap\"/></action></nop>\n<pause milliseconds=\"3000\"/>\n".into(),
+            sipp_reply("486 Busy Here", "", ""),
+            "<recv request=\"ACK\" />\n".into(),
+        ],
+    );
+    let mut peer = sipp_media(tmp.path(), port, &s);
+    let cfg = vaultcall_config(tmp.path(), port, "");
+    let rec = tmp.path().join("early.wav");
+    let d = dial(&cfg, &["--record", rec.to_str().unwrap()]);
+    assert_eq!(d.status_code(), 8, "{}", d.stdout);
+    assert!(d.stdout.contains("← 183 Session Progress"), "{}", d.stdout);
+    // SIPp plays a speech recording (with pauses) for the 3 s before its 486.
+    let (left, _) = read_stereo(&rec);
+    let spoken = left.chunks(160).filter(|f| rms(f) > 300.0).count() as u64 * 20;
+    eprintln!(
+        "early media: {} ms recorded, {spoken} ms above the floor",
+        left.len() / 8
+    );
+    assert!(
+        left.len() >= 2 * 8000,
+        "recording only {} ms long",
+        left.len() / 8
+    );
+    assert!(spoken >= 1000, "early media audible for only {spoken} ms");
+    assert_eq!(
+        wait_exit(&mut peer.child, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&peer.log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn peer_reinvite_update_refresh_and_bye_mid_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let hold = SDP_BODY.to_owned() + "a=sendonly\n";
+    let s = scenario(
+        "reinvite, session refresh, bye",
+        &[
+            RECV_INVITE.into(),
+            sipp_reply(
+                "200 OK",
+                "Session-Expires: 1800;refresher=uas\nRequire: timer\n",
+                SDP_BODY,
+            ),
+            "<recv request=\"ACK\" />\n<pause milliseconds=\"800\"/>\n".into(),
+            sipp_request("INVITE", 1, "", "application/sdp", &hold),
+            "<recv response=\"100\" optional=\"true\" />\n<recv response=\"200\" />\n".into(),
+            sipp_request("ACK", 1, "", "", ""),
+            "<pause milliseconds=\"500\"/>\n".into(),
+            sipp_request(
+                "UPDATE",
+                2,
+                "Session-Expires: 1800;refresher=uas\nSupported: timer\n",
+                "",
+                "",
+            ),
+            "<recv response=\"200\" />\n<pause milliseconds=\"500\"/>\n".into(),
+            sipp_request("BYE", 3, "", "", ""),
+            "<recv response=\"200\" />\n".into(),
+        ],
+    );
+    let mut peer = sipp_media(tmp.path(), port, &s);
+    let cfg = vaultcall_config(tmp.path(), port, "session_expires_secs = 1800");
+    let d = dial(&cfg, &["--seconds", "20"]);
+    assert_eq!(d.status_code(), 1, "{}", d.stdout);
+    for step in ["← INVITE", "← ACK", "← UPDATE", "← BYE"] {
+        assert!(d.stdout.contains(step), "missing {step}:\n{}", d.stdout);
+    }
+    assert!(
+        d.line("Outcome:").contains("hangup by Customer, cause bye"),
+        "{}",
+        d.stdout
+    );
+    assert_eq!(
+        wait_exit(&mut peer.child, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&peer.log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn refer_transfer_is_accepted_and_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let notify = |cseq: u32, frag: &str, state: &str| {
+        sipp_request(
+            "NOTIFY",
+            cseq,
+            &format!("Event: refer\nSubscription-State: {state}\n"),
+            "message/sipfrag;version=2.0",
+            frag,
+        )
+    };
+    let s = scenario(
+        "transfer",
+        &[
+            RECV_INVITE.into(),
+            sipp_reply("200 OK", "", SDP_BODY),
+            "<recv request=\"ACK\" />\n<recv request=\"REFER\" />\n".into(),
+            sipp_reply_to("202 Accepted", "", "", false),
+            notify(1, "SIP/2.0 100 Trying\n", "active;expires=60"),
+            "<recv response=\"200\" />\n<pause milliseconds=\"300\"/>\n".into(),
+            notify(2, "SIP/2.0 200 OK\n", "terminated;reason=noresource"),
+            "<recv response=\"200\" />\n<recv request=\"BYE\" />\n".into(),
+            sipp_reply_to("200 OK", "", "", false),
+        ],
+    );
+    let mut peer = sipp_media(tmp.path(), port, &s);
+    let cfg = vaultcall_config(tmp.path(), port, "");
+    let d = dial(
+        &cfg,
+        &["--transfer", "sip:agent@127.0.0.1:5999", "--seconds", "8"],
+    );
+    assert_eq!(d.status_code(), 1, "{}", d.stdout);
+    assert!(
+        d.stdout.contains("→ REFER") && d.stdout.contains("← 202 Accepted"),
+        "{}",
+        d.stdout
+    );
+    assert!(
+        d.stdout.contains("transfer progress 100") && d.stdout.contains("transfer progress 200"),
+        "{}",
+        d.stdout
+    );
+    assert!(
+        d.line("Outcome:").contains("cause transferred"),
+        "{}",
+        d.stdout
+    );
+    assert_eq!(
+        wait_exit(&mut peer.child, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&peer.log).unwrap_or_default()
+    );
 }
