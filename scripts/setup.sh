@@ -3,7 +3,8 @@
 # prints only what it installs, and fails with one clear line when something cannot be had.
 set -euo pipefail
 
-need_pkgs=(build-essential pkg-config curl ca-certificates python3 python3-pip systemd)
+# sip-tester (SIPp), baresip-core and kamailio are the real SIP peers of the end-to-end tests.
+need_pkgs=(build-essential pkg-config curl ca-certificates python3 python3-pip systemd sip-tester baresip-core kamailio)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

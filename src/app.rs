@@ -23,8 +23,9 @@ use crate::admin::{AdminContext, ApiMetrics, LiveSettings, auth::LoginLimiter};
 use crate::config::{Config, ConfigError, under};
 use crate::runtime::control::{Control, ControlHandle, ReloadReport};
 use crate::runtime::lifecycle::{Lifecycle, Phase};
-use crate::runtime::sip_io::SipIo;
+use crate::runtime::sip_endpoint::{EndpointConfig, EndpointHandle, SipEndpoint};
 use crate::runtime::systemd::Notifier;
+use crate::runtime::trunk;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{self, metrics};
 use crate::time::{Clock, SystemClock, unix_ms};
@@ -212,6 +213,39 @@ fn register_process_metrics(store: &Store, lifecycle: &Arc<Lifecycle>, clock: &A
     );
 }
 
+/// Binds the SIP endpoint and prepares each trunk (resolved address, credentials from their
+/// file, registration). A trunk that cannot be used is a configuration error (exit 78).
+async fn bind_sip(
+    cfg: &Config,
+    data_dir: &std::path::Path,
+    clock: &Arc<dyn Clock>,
+) -> Result<(SipEndpoint, EndpointHandle), Failure> {
+    let mut seed = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut seed)
+        .map_err(|_| Failure::runtime("the system random number generator failed"))?;
+    let ep = EndpointConfig {
+        listen: cfg.sip.listen,
+        public: cfg.sip.public_addr,
+        timers: trunk::timers(cfg),
+        max_transactions: cfg.sip.max_transactions,
+        seed: u64::from_le_bytes(seed),
+        user_agent: cfg.sip.user_agent.clone(),
+    };
+    let (mut endpoint, handle) = SipEndpoint::bind(ep, Vec::new(), clock.clone())
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot bind sip.listen {}: {e}", cfg.sip.listen)))?;
+    let trunks = trunk::runtimes(
+        cfg,
+        data_dir,
+        endpoint.local(),
+        u64::from_le_bytes(seed).rotate_left(17),
+    )
+    .await
+    .map_err(Failure::config)?;
+    endpoint.add_trunks(trunks);
+    Ok((endpoint, handle))
+}
+
 async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Failure> {
     TcpListener::bind(addr)
         .await
@@ -270,6 +304,8 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         .transpose()
         .map_err(Failure::config)?;
     let admin_listener = bind_admin(cfg.admin.listen).await?;
+    let (sip, sip_handle) = bind_sip(&cfg, &paths.data_dir, &clock).await?;
+    let sip_addr = sip.local();
     let (control_tx, mut control_rx) = mpsc::channel(8);
     let ctx = Arc::new(AdminContext {
         store: store.clone(),
@@ -282,6 +318,7 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         tls: cert.is_some(),
         config_source: source.describe(),
         touched: Mutex::new(HashMap::new()),
+        sip: Some(sip_handle),
     });
     let socket = paths.runtime_dir.join("admin.sock");
     let api =
@@ -295,10 +332,6 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         cfg.admin.max_connections,
     );
     let admin_addr = front.local_addr().map_err(Failure::runtime)?;
-    let sip = SipIo::bind(cfg.sip.listen)
-        .await
-        .map_err(|e| Failure::runtime(format!("cannot bind sip.listen {}: {e}", cfg.sip.listen)))?;
-    let sip_addr = sip.local_addr().map_err(Failure::runtime)?;
     register_process_metrics(&store, &lifecycle, &clock);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -7,7 +7,7 @@
 //! Relative paths are resolved against the data directory, which is `paths.data_dir` if set, else
 //! the first entry of `$STATE_DIRECTORY` (systemd), else `./var`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// SIP signalling.
     pub sip: SipConfig,
+    /// RTP media.
+    pub media: MediaConfig,
     /// Keys and encrypted storage.
     pub vault: VaultConfig,
 }
@@ -320,15 +322,259 @@ impl Default for LoginLimitConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
-    /// Local UDP address for SIP.
+    /// Local address for SIP over UDP.
     pub listen: SocketAddr,
+    /// Address shown in Via, Contact and SDP when `listen` is a wildcard (0.0.0.0 / ::).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_addr: Option<std::net::IpAddr>,
+    /// RFC 3261 T1 (round-trip estimate), milliseconds.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (longest retransmit interval), milliseconds.
+    pub t2_ms: u64,
+    /// RFC 3261 T4 (longest time a message lives in the network), milliseconds.
+    pub t4_ms: u64,
+    /// Most concurrent SIP transactions (server side answers 503 beyond).
+    pub max_transactions: usize,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+    /// Trunks, in failover order.
+    pub trunks: Vec<TrunkConfig>,
 }
 
 impl Default for SipConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            public_addr: None,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            max_transactions: 10_000,
+            user_agent: format!("vaultcall/{}", env!("CARGO_PKG_VERSION")),
+            trunks: Vec::new(),
         }
+    }
+}
+
+/// SIP transport of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    /// UDP (RFC 3261 §18).
+    Udp,
+    /// TCP with Content-Length framing.
+    Tcp,
+    /// TLS (sips, certificate verification on).
+    Tls,
+}
+
+/// One SIP trunk (carrier or PBX).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Name used in logs, metrics and `vaultcall dial --trunk`.
+    pub name: String,
+    /// Host (IP address or DNS name) of the trunk.
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// Transport.
+    #[serde(default = "default_transport")]
+    pub transport: TrunkTransport,
+    /// Send everything to this `host:port` instead (outbound proxy, loose routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_proxy: Option<String>,
+    /// Digest user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the digest password (mode 0600); never the password itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) for TLS trunks; the system roots when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Register with the trunk.
+    #[serde(default)]
+    pub register: bool,
+    /// Requested registration lifetime, seconds.
+    #[serde(default = "default_register_expires")]
+    pub register_expires_secs: u32,
+    /// Caller ID: the user part of From.
+    pub caller_id: String,
+    /// Display name in From.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    /// Codecs in preference order: `pcma`, `pcmu`.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+    /// Most simultaneous calls on this trunk.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u32,
+    /// Most new calls per second.
+    #[serde(default = "default_cps")]
+    pub calls_per_second: u32,
+    /// Cancel a ringing call after this many seconds.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_secs: u64,
+    /// Follow at most this many 3xx redirects (0: a 3xx ends the call).
+    #[serde(default)]
+    pub max_redirects: u8,
+    /// Session interval to request (RFC 4028); 0 turns session timers off.
+    #[serde(default = "default_session_expires")]
+    pub session_expires_secs: u32,
+    /// OPTIONS keepalive interval; 0 turns it off.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// Overrides of the SIP-status → call-status-code table (`"480" = 4`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub status_map: std::collections::BTreeMap<String, u8>,
+    /// Overrides of the Q.850-cause → call-status-code table (`"17" = 8`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub q850_map: std::collections::BTreeMap<String, u8>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_transport() -> TrunkTransport {
+    TrunkTransport::Udp
+}
+fn default_register_expires() -> u32 {
+    3600
+}
+fn default_codecs() -> Vec<String> {
+    vec!["pcma".into(), "pcmu".into()]
+}
+fn default_max_calls() -> u32 {
+    30
+}
+fn default_cps() -> u32 {
+    5
+}
+fn default_ring_timeout() -> u64 {
+    45
+}
+fn default_session_expires() -> u32 {
+    1800
+}
+fn default_keepalive() -> u64 {
+    30
+}
+
+/// RTP media: sockets, jitter buffer, NAT handling, taps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Local address the per-call RTP/RTCP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// First port of the RTP range; even (RTP on even ports, RTCP on the next odd one).
+    pub port_min: u16,
+    /// Last port of the range (inclusive); each call takes two ports.
+    pub port_max: u16,
+    /// Symmetric RTP: send to where the peer's packets come from (NAT), and drop packets from
+    /// anyone else once latched.
+    pub symmetric_rtp: bool,
+    /// Smallest jitter buffer depth in ms.
+    pub jitter_min_ms: u32,
+    /// Jitter buffer cap in ms (the most delay it adds).
+    pub jitter_max_ms: u32,
+    /// Seconds without inbound RTP before the call is told (0: never).
+    pub rtp_timeout_secs: u64,
+    /// Mean interval between RTCP reports.
+    pub rtcp_interval_secs: u64,
+    /// Frames (of one ptime each) a tap consumer may fall behind before its oldest are dropped.
+    pub tap_queue_frames: usize,
+    /// Most robot audio queued for sending per call, in seconds.
+    pub playback_queue_secs: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_min: 20_000,
+            port_max: 29_999,
+            symmetric_rtp: true,
+            jitter_min_ms: 40,
+            jitter_max_ms: 200,
+            rtp_timeout_secs: 30,
+            rtcp_interval_secs: 5,
+            tap_queue_frames: 50,
+            playback_queue_secs: 300,
+        }
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self, sip_listen: SocketAddr) -> Result<(), ConfigError> {
+        if self.port_min % 2 != 0 {
+            return Err(ConfigError::invalid(
+                "media.port_min",
+                format!(
+                    "{} is odd; allowed: an even port (RTP uses even ports, RTCP the next odd one)",
+                    self.port_min
+                ),
+            ));
+        }
+        range("media.port_min", u64::from(self.port_min), 1024, 65_534)?;
+        if self.port_max <= self.port_min {
+            return Err(ConfigError::invalid(
+                "media.port_max",
+                format!(
+                    "{} is out of range; allowed: {} to 65535 (above media.port_min)",
+                    self.port_max,
+                    u32::from(self.port_min) + 1
+                ),
+            ));
+        }
+        let sip = sip_listen.port();
+        let same_ip = sip_listen.ip() == self.bind_ip
+            || sip_listen.ip().is_unspecified()
+            || self.bind_ip.is_unspecified();
+        if same_ip && (self.port_min..=self.port_max).contains(&sip) {
+            return Err(ConfigError::invalid(
+                "media.port_min",
+                format!(
+                    "the range {}..={} contains sip.listen port {sip}; allowed: a range that \
+                     leaves out the SIP port",
+                    self.port_min, self.port_max
+                ),
+            ));
+        }
+        range(
+            "media.jitter_min_ms",
+            u64::from(self.jitter_min_ms),
+            20,
+            1000,
+        )?;
+        range(
+            "media.jitter_max_ms",
+            u64::from(self.jitter_max_ms),
+            u64::from(self.jitter_min_ms),
+            1000,
+        )?;
+        range("media.rtp_timeout_secs", self.rtp_timeout_secs, 0, 3600)?;
+        range("media.rtcp_interval_secs", self.rtcp_interval_secs, 1, 60)?;
+        range(
+            "media.tap_queue_frames",
+            self.tap_queue_frames as u64,
+            1,
+            3000,
+        )?;
+        range(
+            "media.playback_queue_secs",
+            u64::from(self.playback_queue_secs),
+            1,
+            3600,
+        )?;
+        Ok(())
+    }
+
+    /// Port pairs the range holds: the most concurrent calls with media.
+    pub fn port_pairs(&self) -> usize {
+        // Even ports p with p + 1 still in the range.
+        ((u32::from(self.port_max) + 1).saturating_sub(u32::from(self.port_min)) / 2) as usize
     }
 }
 
@@ -442,6 +688,8 @@ impl Config {
         range("store.write_queue", s.write_queue as u64, 1, 1 << 20)?;
         range("store.read_connections", s.read_connections as u64, 1, 64)?;
         nonempty_path("vault.master_key_file", &self.vault.master_key_file)?;
+        self.validate_sip()?;
+        self.media.validate(self.sip.listen)?;
         if self.sip.listen.port() == self.admin.listen.port()
             && self.sip.listen.port() != 0
             && self.sip.listen.ip() == self.admin.listen.ip()
@@ -458,6 +706,113 @@ impl Config {
         ] {
             if let Some(p) = p {
                 nonempty_path(key, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_sip(&self) -> Result<(), ConfigError> {
+        let s = &self.sip;
+        range("sip.t1_ms", s.t1_ms, 50, 5000)?;
+        range("sip.t2_ms", s.t2_ms, s.t1_ms, 60_000)?;
+        range("sip.t4_ms", s.t4_ms, 1000, 60_000)?;
+        range(
+            "sip.max_transactions",
+            s.max_transactions as u64,
+            16,
+            1_000_000,
+        )?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in s.trunks.iter().enumerate() {
+            let key = |k: &str| format!("sip.trunks[{i}].{k}");
+            let bad = |k: &str, m: String| Err(ConfigError::invalid(&key(k), m));
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return bad("name", "allowed: letters, digits, '-' and '_'".into());
+            }
+            if !names.insert(t.name.clone()) {
+                return bad("name", format!("duplicate trunk name {:?}", t.name));
+            }
+            if t.host.is_empty() || t.host.contains(char::is_whitespace) {
+                return bad("host", "allowed: an IP address or a DNS name".into());
+            }
+            if t.caller_id.is_empty()
+                || !t
+                    .caller_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.*#".contains(c))
+            {
+                return bad("caller_id", "allowed: digits, letters and + - . * #".into());
+            }
+            if t.codecs.is_empty() {
+                return bad("codecs", "allowed: a list of pcma, pcmu".into());
+            }
+            for c in &t.codecs {
+                if !matches!(c.as_str(), "pcma" | "pcmu") {
+                    return bad(
+                        "codecs",
+                        format!("unknown codec {c:?}; allowed: pcma, pcmu"),
+                    );
+                }
+            }
+            if t.password_file.is_some() != t.username.is_some() {
+                return bad(
+                    "password_file",
+                    "username and password_file go together".into(),
+                );
+            }
+            if t.register && t.username.is_none() {
+                return bad(
+                    "register",
+                    "registration needs username and password_file".into(),
+                );
+            }
+            range(&key("max_calls"), u64::from(t.max_calls), 1, 10_000)?;
+            range(
+                &key("calls_per_second"),
+                u64::from(t.calls_per_second),
+                1,
+                1000,
+            )?;
+            range(&key("ring_timeout_secs"), t.ring_timeout_secs, 5, 600)?;
+            range(
+                &key("register_expires_secs"),
+                u64::from(t.register_expires_secs),
+                60,
+                86_400,
+            )?;
+            if t.session_expires_secs != 0 {
+                range(
+                    &key("session_expires_secs"),
+                    u64::from(t.session_expires_secs),
+                    90,
+                    86_400,
+                )?;
+            }
+            range(&key("keepalive_secs"), t.keepalive_secs, 0, 3600)?;
+            for (k, v) in &t.status_map {
+                if !k.parse::<u16>().is_ok_and(|c| (300..=699).contains(&c)) || *v > 12 {
+                    return bad(
+                        "status_map",
+                        format!(
+                            "{k:?} = {v}: keys are SIP statuses 300-699, values status codes 0-12"
+                        ),
+                    );
+                }
+            }
+            for (k, v) in &t.q850_map {
+                if !k.parse::<u16>().is_ok_and(|c| (1..=127).contains(&c)) || *v > 12 {
+                    return bad(
+                        "q850_map",
+                        format!(
+                            "{k:?} = {v}: keys are Q.850 causes 1-127, values status codes 0-12"
+                        ),
+                    );
+                }
             }
         }
         Ok(())
@@ -500,6 +855,30 @@ impl Config {
             cert_file: PathBuf::from("/etc/vaultcall/admin-cert.pem"),
             key_file: PathBuf::from("/etc/vaultcall/admin-key.pem"),
         });
+        c.sip.public_addr = Some(std::net::IpAddr::from([192, 0, 2, 10]));
+        c.sip.trunks.push(TrunkConfig {
+            name: "carrier".into(),
+            host: "sip.carrier.example".into(),
+            port: 5060,
+            transport: TrunkTransport::Udp,
+            outbound_proxy: Some("192.0.2.1:5060".into()),
+            username: Some("vaultcall".into()),
+            password_file: Some(PathBuf::from("/etc/vaultcall/trunk-carrier.password")),
+            ca_file: Some(PathBuf::from("/etc/vaultcall/carrier-ca.pem")),
+            register: true,
+            register_expires_secs: 3600,
+            caller_id: "4008001234".into(),
+            caller_name: Some("bank".into()),
+            codecs: default_codecs(),
+            max_calls: 30,
+            calls_per_second: 5,
+            ring_timeout_secs: 45,
+            max_redirects: 0,
+            session_expires_secs: 1800,
+            keepalive_secs: 30,
+            status_map: [("480".to_owned(), 4)].into_iter().collect(),
+            q850_map: [("17".to_owned(), 8)].into_iter().collect(),
+        });
         c
     }
 
@@ -515,6 +894,12 @@ impl Config {
 
 fn collect_keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
     match v {
+        // A map keyed by numbers (status_map) is one setting, not one key per entry.
+        toml::Value::Table(t)
+            if !t.is_empty() && t.keys().all(|k| k.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            out.push(prefix.to_owned());
+        }
         toml::Value::Table(t) => {
             for (k, v) in t {
                 let p = if prefix.is_empty() {
@@ -524,6 +909,22 @@ fn collect_keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
                 };
                 collect_keys(&p, v, out);
             }
+        }
+        // An array of tables documents its fields once, as `section.field`.
+        toml::Value::Array(items)
+            if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+        {
+            let mut seen = Vec::new();
+            for item in items {
+                let mut sub = Vec::new();
+                collect_keys(prefix, item, &mut sub);
+                for k in sub {
+                    if !seen.contains(&k) {
+                        seen.push(k);
+                    }
+                }
+            }
+            out.extend(seen);
         }
         _ => out.push(prefix.to_owned()),
     }
@@ -643,6 +1044,28 @@ mod tests {
         let mut c = Config::default();
         c.paths.data_dir = Some(PathBuf::from("/srv/vc"));
         assert_eq!(c.resolve_paths(&env).data_dir, PathBuf::from("/srv/vc"));
+    }
+
+    #[test]
+    fn media_ports_are_validated_with_key_and_allowed_values() {
+        let e = Config::from_toml("[media]\nport_min = 20001\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.port_min"));
+        assert!(e.to_string().contains("even"), "{e}");
+        let e = Config::from_toml("[media]\nport_min = 30000\nport_max = 30000\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.port_max"));
+        assert!(e.to_string().contains("30001 to 65535"), "{e}");
+        let e = Config::from_toml("[media]\nport_min = 5000\nport_max = 5100\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.port_min"));
+        assert!(e.to_string().contains("sip.listen"), "{e}");
+        let e =
+            Config::from_toml("[media]\njitter_min_ms = 100\njitter_max_ms = 60\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.jitter_max_ms"));
+        assert!(e.to_string().contains("100 to 1000"), "{e}");
+        let e = Config::from_toml("[media]\nsymmetric_rtp = \"yes\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("media.symmetric_rtp"));
+        let c = Config::from_toml("[media]\nport_min = 40000\nport_max = 40003\n").unwrap();
+        assert_eq!(c.media.port_pairs(), 2);
+        assert_eq!(Config::default().media.port_pairs(), 5000);
     }
 
     #[test]

@@ -40,6 +40,33 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ScriptCmd,
     },
+    /// Place one test call through a trunk: play a WAV, record both legs, print the SIP flow,
+    /// the outcome and media statistics.
+    Dial {
+        /// The number to call.
+        number: String,
+        /// Trunk name (default: the first [[sip.trunks]]).
+        #[arg(long)]
+        trunk: Option<String>,
+        /// WAV file to play when answered (16-bit PCM, any rate; resampled to 8 kHz).
+        #[arg(long)]
+        play: Option<PathBuf>,
+        /// Stereo WAV to record (left customer, right robot).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Hang up this many seconds after the answer.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// DTMF digits to send (RFC 4733) one second after the answer.
+        #[arg(long)]
+        dtmf: Option<String>,
+        /// Transfer the answered call to this SIP URI (REFER, 转人工) one second after the answer.
+        #[arg(long)]
+        transfer: Option<String>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Admin API tokens and TLS certificates.
     Admin {
         #[command(subcommand)]
@@ -219,6 +246,30 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 } => lifecycle::export_cmd(&with_config(config)?, &key, version),
                 ScriptCmd::Schema => Ok(vaultcall::conversation::Script::json_schema()),
             }
+        }
+        Cmd::Dial {
+            number,
+            trunk,
+            play,
+            record,
+            seconds,
+            dtmf,
+            transfer,
+            config,
+        } => {
+            let cfg = with_config(config)?;
+            vaultcall::dial::run(
+                &cfg,
+                &vaultcall::dial::DialArgs {
+                    number,
+                    trunk,
+                    play,
+                    record,
+                    seconds,
+                    dtmf,
+                    transfer,
+                },
+            )
         }
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Bootstrap {

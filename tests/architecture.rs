@@ -20,9 +20,17 @@ const SHELL: &[&str] = &[
     "scriptctl",
 ];
 
+/// What a core must not use. Address *values* (`std::net::SocketAddr`, `IpAddr`) are plain
+/// data and allowed; sockets and name resolution are not.
 const CORE_FORBIDDEN: &[&str] = &[
     "tokio",
-    "std::net",
+    "UdpSocket",
+    "TcpStream",
+    "TcpListener",
+    "UnixStream",
+    "UnixDatagram",
+    "ToSocketAddrs",
+    "lookup_host",
     "std::fs",
     "std::thread",
     "std::process",
@@ -54,10 +62,16 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The code of a file without comments (doc comments may mention forbidden words).
+/// The code of a file without comments (doc comments may mention forbidden words) and
+/// without its `#[cfg(test)]` module (tests may read the clock to get an epoch).
 fn code(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap()
+    let text = std::fs::read_to_string(p).unwrap();
+    let production = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    production
         .lines()
         .map(|l| match l.find("//") {
             Some(i) => &l[..i],
@@ -82,6 +96,9 @@ fn cores_are_sans_io() {
     for core in CORES {
         for f in module_files(core) {
             let name = f.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with("_tests.rs") {
+                continue;
+            }
             if *core == "speech" && SPEECH_SHELL.contains(&name.as_str()) {
                 continue;
             }

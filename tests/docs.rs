@@ -21,7 +21,11 @@ fn documented_keys(text: &str) -> BTreeSet<String> {
         } else if let Some((k, v)) = l.split_once(" = ") {
             // Explanations such as "normal = fsync at checkpoints" are not TOML values.
             let is_value = toml::from_str::<toml::Table>(&format!("x = {v}")).is_ok();
-            if is_value && !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            if is_value
+                && !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 keys.insert(if section.is_empty() {
                     k.to_owned()
                 } else {

@@ -206,6 +206,7 @@ enum Route {
     ScriptVersions(String),
     ScriptVersion(String, String),
     ScriptPublish(String),
+    Trunks,
 }
 
 impl Route {
@@ -227,6 +228,7 @@ impl Route {
             Self::ScriptVersions(_) => "/api/v1/scripts/{key}",
             Self::ScriptVersion(..) => "/api/v1/scripts/{key}/versions/{n}",
             Self::ScriptPublish(_) => "/api/v1/scripts/{key}/publish",
+            Self::Trunks => "/api/v1/trunks",
         }
     }
 
@@ -235,7 +237,9 @@ impl Route {
         match self {
             Self::Healthz | Self::Readyz => None,
             Self::Metrics => metrics_require_token.then_some(Permission::MetricsRead),
-            Self::Status | Self::WhoAmI | Self::LogLevelGet => Some(Permission::StatusRead),
+            Self::Status | Self::WhoAmI | Self::LogLevelGet | Self::Trunks => {
+                Some(Permission::StatusRead)
+            }
             Self::TokensList | Self::TokensCreate | Self::TokenRevoke(_) => {
                 Some(Permission::TokensManage)
             }
@@ -302,6 +306,7 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         ["api", "v1", "scripts", key, "publish"] => {
             by_method(&[(Post, Route::ScriptPublish((*key).to_owned()))])
         }
+        ["api", "v1", "trunks"] => by_method(&[(Get, Route::Trunks)]),
         _ => Err(ApiError::not_found()),
     }
 }
@@ -517,6 +522,14 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::ScriptVersions(key), Some(_)) => script_versions(ctx, key),
         (Route::ScriptVersion(key, n), Some(_)) => script_version(ctx, key, n),
         (Route::ScriptPublish(key), Some(c)) => script_publish(ctx, &c, key),
+        (Route::Trunks, Some(_)) => {
+            let trunks = ctx
+                .sip
+                .as_ref()
+                .map(|s| s.status_blocking())
+                .unwrap_or_default();
+            Ok(ApiResponse::json(200, &json!({"trunks": trunks})))
+        }
     };
     r.map(|r| r.with_route(label)).map_err(|e| (label, e))
 }

@@ -90,4 +90,6 @@ pub struct AdminContext {
     pub config_source: String,
     /// When each token's `last_used_at` was last written, to write it at most once a minute.
     pub touched: Mutex<HashMap<String, Instant>>,
+    /// The SIP endpoint, for trunk status; `None` in tests without one.
+    pub sip: Option<crate::runtime::sip_endpoint::EndpointHandle>,
 }

@@ -4,5 +4,7 @@
 
 pub mod control;
 pub mod lifecycle;
-pub mod sip_io;
+pub mod rtp_io;
+pub mod sip_endpoint;
 pub mod systemd;
+pub mod trunk;

@@ -1,0 +1,406 @@
+//! `vaultcall dial`: one test call through a trunk, for operators bringing up a trunk. Plays a
+//! WAV file when answered, records both legs to a stereo WAV (left customer, right robot),
+//! and prints the SIP flow, the outcome with its status code, and media statistics.
+//!
+//! The callee's number is personal data: the printed flow shows it as a keyed hash.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{Failure, exit};
+use crate::config::Config;
+use crate::media::dtmf::DtmfNotice;
+use crate::media::session::MediaEvent;
+use crate::runtime::rtp_io::{
+    MediaEndpoint, MediaHandle, PortPool, random_seeds, record, wav_file_sink,
+};
+use crate::runtime::sip_endpoint::{Command, EndpointConfig, SipEndpoint, ToCall};
+use crate::runtime::trunk::{self, CallSetup};
+use crate::sip::dialog::{CallEvent, CallOutput, OutboundCall};
+use crate::sip::message::{Message, StartLine};
+use crate::sip::outcome::Outcome;
+use crate::telemetry::Redacted;
+use crate::time::{Clock, SystemClock};
+
+/// What to dial and how.
+#[derive(Debug, Clone)]
+pub struct DialArgs {
+    /// The callee's number (digits, optional leading +).
+    pub number: String,
+    /// Trunk name (first trunk if absent).
+    pub trunk: Option<String>,
+    /// WAV to play when answered.
+    pub play: Option<PathBuf>,
+    /// Stereo WAV to record.
+    pub record: Option<PathBuf>,
+    /// Hang up this long after the answer (default: the WAV's length plus 1 s, or 10 s).
+    pub seconds: Option<f64>,
+    /// DTMF digits to send (RFC 4733) one second after the answer.
+    pub dtmf: Option<String>,
+    /// Transfer the answered call to this URI (REFER) one second after the answer.
+    pub transfer: Option<String>,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// A flow line with the Request-URI's user part hashed.
+fn describe(m: &Message) -> String {
+    match &m.start {
+        StartLine::Request { method, uri } => {
+            let shown = match uri.split_once('@') {
+                Some((user, host)) => {
+                    let (scheme, u) = user.split_once(':').unwrap_or(("sip", user));
+                    format!("{scheme}:{}@{host}", Redacted(u))
+                }
+                None => uri.clone(),
+            };
+            format!("{method} {shown} (CSeq {})", m.essentials.cseq)
+        }
+        StartLine::Response { code, reason } => format!(
+            "{code} {reason} (CSeq {} {})",
+            m.essentials.cseq, m.essentials.cseq_method
+        ),
+    }
+}
+
+/// Runs `vaultcall dial`.
+pub fn run(cfg: &Config, args: &DialArgs) -> Result<String, Failure> {
+    let digits = args.number.strip_prefix('+').unwrap_or(&args.number);
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Failure {
+            code: exit::USAGE,
+            message: "the number must be digits with an optional leading +".into(),
+        });
+    }
+    if let Some(d) = &args.dtmf
+        && (d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_digit() || "*#ABCD".contains(c)))
+    {
+        return Err(Failure {
+            code: exit::USAGE,
+            message: "--dtmf: digits 0-9, *, #, A-D".into(),
+        });
+    }
+    let play = match &args.play {
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| Failure::runtime(format!("--play {}: {e}", p.display())))?;
+            Some(
+                crate::media::resample::wav_to_8k_mono(&bytes)
+                    .map_err(|e| Failure::runtime(format!("--play {}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    rt.block_on(dial(cfg, args, play))
+}
+
+struct Flow {
+    t0: Instant,
+    lines: Vec<String>,
+}
+
+impl Flow {
+    fn note(&mut self, now: Instant, dir: &str, text: String) {
+        let t = now.saturating_duration_since(self.t0).as_secs_f64();
+        self.lines.push(format!("  {t:>8.3}s {dir} {text}"));
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // a shell command: it spawns the endpoint task
+async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<String, Failure> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let t = trunk::pick(cfg, args.trunk.as_deref()).map_err(Failure::config)?;
+    let target = trunk::resolve(t).await.map_err(Failure::runtime)?;
+    let data_dir = cfg.resolve_paths(&|k| std::env::var(k).ok()).data_dir;
+    let credentials = trunk::credentials(t, &data_dir).map_err(Failure::config)?;
+    // An ephemeral port on the SIP address, so a running daemon keeps its port.
+    let mut listen = cfg.sip.listen;
+    listen.set_port(0);
+    let ep_cfg = EndpointConfig {
+        listen,
+        public: cfg.sip.public_addr,
+        timers: trunk::timers(cfg),
+        max_transactions: cfg.sip.max_transactions,
+        seed: random_u64(),
+        user_agent: cfg.sip.user_agent.clone(),
+    };
+    let (endpoint, handle) = SipEndpoint::bind(ep_cfg, Vec::new(), clock.clone())
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot bind a SIP socket on {listen}: {e}")))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ep_task = tokio::spawn(endpoint.run(stop_rx));
+
+    let pool = PortPool::new(&cfg.media);
+    let sockets = pool.allocate().map_err(Failure::runtime)?;
+    let setup = CallSetup {
+        cfg,
+        trunk: t,
+        credentials,
+        sip_local: handle.local(),
+        rtp_local: sockets.local_rtp(),
+        session_id: random_u64() >> 1,
+    };
+    let mut call = OutboundCall::new(
+        trunk::call_config(&setup, &args.number),
+        random_u64(),
+        &handle.local().ip().to_string(),
+    );
+    let call_id = call.call_id().to_owned();
+    let (events_tx, mut events) = mpsc::channel(256);
+    handle
+        .send(Command::Attach {
+            call_id: call_id.clone(),
+            events: events_tx,
+        })
+        .await;
+
+    let mut flow = Flow {
+        t0: clock.mono(),
+        lines: Vec::new(),
+    };
+    let mut sockets = Some(sockets);
+    let mut media: Option<MediaHandle> = None;
+    let mut remote_rtp = None;
+    let mut recording = None;
+    let mut hangup_at: Option<Instant> = None;
+    let mut dtmf_at: Option<Instant> = None;
+    let mut transfer_at: Option<Instant> = None;
+    let mut dtmf_left: Vec<char> = args.dtmf.as_deref().unwrap_or_default().chars().collect();
+    let mut answered_at = None;
+    let mut dtmf = String::new();
+    let mut outcome: Option<Outcome> = None;
+    let far = clock.mono() + Duration::from_secs(86_400);
+    call.start(clock.mono());
+    while outcome.is_none() {
+        let now = clock.mono();
+        while let Some(out) = call.poll_output() {
+            match out {
+                CallOutput::Send(m) => {
+                    flow.note(now, "→", describe(&m));
+                    handle
+                        .send(Command::Send {
+                            call_id: call_id.clone(),
+                            target,
+                            message: m,
+                        })
+                        .await;
+                }
+                CallOutput::SendAck(m) | CallOutput::Resend(m) => {
+                    flow.note(now, "→", describe(&m));
+                    handle.send(Command::SendRaw { target, message: m }).await;
+                }
+                CallOutput::Respond { tx, response } => {
+                    flow.note(now, "→", describe(&response));
+                    handle
+                        .send(Command::Respond {
+                            tx,
+                            message: response,
+                        })
+                        .await;
+                }
+                CallOutput::Event(e) => match e {
+                    CallEvent::EarlyMedia(n)
+                    | CallEvent::Answered(n)
+                    | CallEvent::MediaUpdated(n) => {
+                        let answered = matches!(e, CallEvent::Answered(_));
+                        if let Some(params) = trunk::media_params(&n, remote_rtp) {
+                            remote_rtp = Some(params.remote_rtp);
+                            match (&media, sockets.take()) {
+                                (None, Some(s)) => {
+                                    let ep = MediaEndpoint::new(
+                                        s,
+                                        params,
+                                        &cfg.media,
+                                        random_seeds(),
+                                        clock.mono(),
+                                        clock.wall(),
+                                    )
+                                    .map_err(Failure::runtime)?;
+                                    if let Some(path) = &args.record {
+                                        let sink = wav_file_sink(path).map_err(|e| {
+                                            Failure::runtime(format!(
+                                                "--record {}: {e}",
+                                                path.display()
+                                            ))
+                                        })?;
+                                        recording =
+                                            Some(record(ep.subscribe_taps(), Box::new(sink)));
+                                    }
+                                    media = Some(ep.start());
+                                }
+                                (Some(m), _) => {
+                                    let _ = m.renegotiate(params).await;
+                                }
+                                (None, None) => {}
+                            }
+                        }
+                        if answered {
+                            answered_at = Some(now);
+                            let talk = match (args.seconds, &play) {
+                                (Some(s), _) => Duration::from_secs_f64(s.max(0.1)),
+                                (None, Some(p)) => Duration::from_millis(p.len() as u64 / 8 + 1000),
+                                (None, None) => Duration::from_secs(10),
+                            };
+                            hangup_at = Some(now + talk);
+                            if !dtmf_left.is_empty() {
+                                dtmf_at = Some(now + Duration::from_secs(1));
+                            }
+                            if args.transfer.is_some() {
+                                transfer_at = Some(now + Duration::from_secs(1));
+                            }
+                            if let (Some(m), Some(p)) = (&media, &play) {
+                                let _ = m.play(1, p.clone()).await;
+                            }
+                        }
+                    }
+                    CallEvent::TransferProgress { code } => {
+                        flow.note(now, "·", format!("transfer progress {code}"))
+                    }
+                    CallEvent::Progress { .. } => {}
+                    CallEvent::InfoDtmf(d) => dtmf.push(d),
+                    CallEvent::Ended(o) => outcome = Some(o),
+                },
+            }
+        }
+        if outcome.is_some() {
+            break;
+        }
+        let wake = [call.poll_timeout(), hangup_at, dtmf_at, transfer_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far);
+        let media_event = async {
+            match media.as_mut() {
+                Some(m) => m.next_event().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = events.recv() => {
+                let now = clock.mono();
+                match msg {
+                    Some(ToCall::Response(r)) => { flow.note(now, "←", describe(&r)); call.handle_response(now, *r); }
+                    Some(ToCall::Request(tx, r)) => { flow.note(now, "←", describe(&r)); call.handle_request(now, tx, *r); }
+                    Some(ToCall::Ack(a)) => { flow.note(now, "←", describe(&a)); call.handle_ack(now, &a); }
+                    Some(ToCall::Timeout(m, c)) => { flow.note(now, "×", format!("{m} CSeq {c} timed out")); call.handle_request_timeout(now, &m, c); }
+                    None => break,
+                }
+            }
+            ev = media_event => {
+                if let Some(MediaEvent::Dtmf(DtmfNotice::End { digit, .. })) = ev {
+                    dtmf.push(digit);
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                let now = clock.mono();
+                                if dtmf_at.is_some_and(|t| now >= t) && !dtmf_left.is_empty() {
+                    let digit = dtmf_left.remove(0);
+                    if let Some(m) = &media {
+                        let _ = m.send_dtmf(digit, 160).await;
+                    }
+                    flow.note(now, "→", format!("DTMF {digit} (RFC 4733)"));
+                    // 160 ms tone, 240 ms pause between digits.
+                    dtmf_at = (!dtmf_left.is_empty()).then(|| now + Duration::from_millis(400));
+                }
+                                if let (Some(at), Some(uri)) = (transfer_at, &args.transfer)
+                    && now >= at
+                {
+                    transfer_at = None;
+                    if let Err(e) = call.transfer(now, uri) {
+                        flow.note(now, "×", format!("transfer not started: {e}"));
+                    }
+                }
+                if hangup_at.is_some_and(|h| now >= h) {
+                    hangup_at = None;
+                    call.hangup(now, "dial_duration");
+                }
+                if call.poll_timeout().is_some_and(|t| t <= now) {
+                    call.handle_timeout(now);
+                }
+            }
+            _ = tokio::signal::ctrl_c() => call.hangup(clock.mono(), "interrupted"),
+        }
+    }
+    let ended = clock.mono();
+    let stats = match media.take() {
+        Some(m) => m.close().await.ok(),
+        None => None,
+    };
+    let rec = match recording.take() {
+        Some(r) => r.await.ok().and_then(Result::ok),
+        None => None,
+    };
+    handle.send(Command::Detach { call_id }).await;
+    let _ = stop_tx.send(true);
+    let _ = ep_task.await;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "SIP flow (trunk {}, callee {}):",
+        t.name,
+        Redacted(&args.number)
+    );
+    for l in &flow.lines {
+        let _ = writeln!(out, "{l}");
+    }
+    let Some(o) = outcome else {
+        return Err(Failure::runtime("the call ended without an outcome"));
+    };
+    let _ = writeln!(
+        out,
+        "Outcome: status code {} ({:?}), hangup by {:?}, cause {}",
+        u8::from(o.status),
+        o.status,
+        o.hangup_by,
+        o.cause
+    );
+    if let Some(a) = answered_at {
+        let _ = writeln!(
+            out,
+            "Talk time: {:.2} s",
+            ended.saturating_duration_since(a).as_secs_f64()
+        );
+    }
+    if let Some(s) = stats {
+        let _ = writeln!(
+            out,
+            "Media: sent {} packets, received {}, lost {} ({:.2} %), jitter {:.2} ms, late {}, concealed {}",
+            s.packets_sent,
+            s.packets_received,
+            s.packets_lost,
+            s.loss_percent,
+            s.jitter_ms,
+            s.late_packets,
+            s.concealed_frames
+        );
+    }
+    if !dtmf.is_empty() {
+        let _ = writeln!(out, "DTMF received: {dtmf}");
+    }
+    if let (Some(r), Some(p)) = (rec, &args.record) {
+        let _ = writeln!(
+            out,
+            "Recording: {} ({:.2} s, stereo 8 kHz: left customer, right robot)",
+            p.display(),
+            r.duration_ms() as f64 / 1000.0
+        );
+    }
+    Ok(out)
+}
