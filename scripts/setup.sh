@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # sip-tester (SIPp), baresip-core and kamailio are the real SIP peers of the end-to-end tests.
-need_pkgs=(build-essential pkg-config curl ca-certificates python3 python3-pip systemd sip-tester baresip-core kamailio)
+need_pkgs=(build-essential pkg-config curl ca-certificates python3 python3-pip systemd sip-tester baresip-core kamailio kamailio-tls-modules)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -139,9 +139,12 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
         seed: random_u64(),
         user_agent: cfg.sip.user_agent.clone(),
     };
-    let (endpoint, handle) = SipEndpoint::bind(ep_cfg, Vec::new(), clock.clone())
+    let (mut endpoint, handle) = SipEndpoint::bind(ep_cfg, Vec::new(), clock.clone())
         .await
         .map_err(|e| Failure::runtime(format!("cannot bind a SIP socket on {listen}: {e}")))?;
+    if let Some(peer) = trunk::tls_peer(t, &data_dir).map_err(Failure::config)? {
+        endpoint.add_tls_peer(target.addr, peer);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let ep_task = tokio::spawn(endpoint.run(stop_rx));
 
@@ -299,6 +302,10 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
                     Some(ToCall::Request(tx, r)) => { flow.note(now, "←", describe(&r)); call.handle_request(now, tx, *r); }
                     Some(ToCall::Ack(a)) => { flow.note(now, "←", describe(&a)); call.handle_ack(now, &a); }
                     Some(ToCall::Timeout(m, c)) => { flow.note(now, "×", format!("{m} CSeq {c} timed out")); call.handle_request_timeout(now, &m, c); }
+                    Some(ToCall::TransportError(m, c)) => {
+                        flow.note(now, "×", format!("{m} CSeq {c}: connection failed"));
+                        call.handle_transport_error(now, &m, c);
+                    }
                     None => break,
                 }
             }

@@ -406,7 +406,12 @@ fn sipp_args(dir: &Path, port: u16, scenario: &str, extra: &[&str]) -> Peer {
         .expect("sipp is installed (Debian sip-tester; make setup)");
     // SIPp binds immediately; give it a moment to read the scenario.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    // Ready once SIPp holds its port (UDP, or TCP for -t t1 / l1).
+    let free = || {
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    };
+    while Instant::now() < deadline && free() {
         std::thread::sleep(Duration::from_millis(50));
     }
     Peer { child, log }
@@ -484,14 +489,33 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
 /// Kamailio as a registrar that challenges REGISTER with digest (qop=auth) and knows one
 /// user, `vc`, with password `s3cret` (compared by `pv_auth_check`, no database needed).
 fn kamailio(dir: &Path, port: u16) -> Peer {
+    kamailio_with(dir, port, None)
+}
+
+/// Like [`kamailio`]; with `tls = Some((tls_port, cert, key))` it also listens for SIP over TLS.
+fn kamailio_with(dir: &Path, port: u16, tls: Option<(u16, &Path, &Path)>) -> Peer {
+    let (tls_listen, tls_module) = match tls {
+        Some((tls_port, cert, key)) => {
+            let tls_cfg = dir.join("tls.cfg");
+            std::fs::write(&tls_cfg, format!("[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\ncertificate = {}\nprivate_key = {}\n", cert.display(), key.display())).unwrap();
+            (
+                format!("listen=tls:127.0.0.1:{tls_port}\nenable_tls=yes\n"),
+                format!(
+                    "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n",
+                    tls_cfg.display()
+                ),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
     let cfg = format!(
         r#"#!KAMAILIO
 debug=2
 log_stderror=yes
 children=1
 listen=udp:127.0.0.1:{port}
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "tm.so"
+{tls_listen}mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+{tls_module}loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "pv.so"
 loadmodule "maxfwd.so"
@@ -569,6 +593,15 @@ fn trunk_state(
 }
 
 fn registering_daemon(dir: &Path, port: u16, password: &str) -> common::Daemon {
+    registering_daemon_with(dir, port, password, "")
+}
+
+fn registering_daemon_with(
+    dir: &Path,
+    port: u16,
+    password: &str,
+    trunk_extra: &str,
+) -> common::Daemon {
     use std::os::unix::fs::PermissionsExt;
     let pw = dir.join("trunk.password");
     std::fs::write(&pw, format!("{password}\n")).unwrap();
@@ -576,7 +609,7 @@ fn registering_daemon(dir: &Path, port: u16, password: &str) -> common::Daemon {
     let (lo, hi) = media_range();
     let extra = format!(
         "[media]\nport_min = {lo}\nport_max = {hi}\n\n[[sip.trunks]]\nname = \"kamailio\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-         caller_id = \"4008001234\"\nusername = \"vc\"\npassword_file = \"{}\"\nregister = true\nregister_expires_secs = 120\nkeepalive_secs = 1\n",
+         caller_id = \"4008001234\"\nusername = \"vc\"\npassword_file = \"{}\"\nregister = true\nregister_expires_secs = 120\nkeepalive_secs = 1\n{trunk_extra}\n",
         pw.display()
     );
     common::Daemon::start_in(dir, &common::test_config(dir, "", &extra))
@@ -880,4 +913,130 @@ fn refer_transfer_is_accepted_and_followed() {
         "{}",
         std::fs::read_to_string(&peer.log).unwrap_or_default()
     );
+}
+
+fn answer_then_our_bye() -> String {
+    scenario(
+        "answer, then our BYE",
+        &[
+            // No request of SIPp's own here, so no tag to capture (SIPp rejects unused variables).
+            "<recv request=\"INVITE\" />\n".into(),
+            sipp_reply("200 OK", "", SDP_BODY),
+            "<recv request=\"ACK\" />\n<recv request=\"BYE\" />\n".into(),
+            sipp_reply_to("200 OK", "", "", false),
+        ],
+    )
+}
+
+#[test]
+fn call_over_tcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let mut peer = sipp_args(
+        tmp.path(),
+        port,
+        &answer_then_our_bye(),
+        &[
+            "-t",
+            "t1",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &(free_udp_port() & !1).to_string(),
+        ],
+    );
+    let cfg = vaultcall_config(tmp.path(), port, "transport = \"tcp\"");
+    let d = dial(&cfg, &["--seconds", "1"]);
+    assert_eq!(
+        d.status_code(),
+        1,
+        "{}\n{}\nsipp: {}",
+        d.stdout,
+        d.stderr,
+        std::fs::read_to_string(&peer.log).unwrap_or_default()
+    );
+    assert!(d.stdout.contains("← 200 OK (CSeq 2 BYE)"), "{}", d.stdout);
+    assert_eq!(
+        wait_exit(&mut peer.child, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&peer.log).unwrap_or_default()
+    );
+    let msgs = std::fs::read_to_string(tmp.path().join("sipp.msg")).unwrap_or_default();
+    assert!(
+        msgs.contains("Via: SIP/2.0/TCP "),
+        "INVITE over TCP:\n{msgs}"
+    );
+}
+
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let o = Command::new(common::BIN)
+        .args(["admin", "self-signed", "--out-dir"])
+        .arg(dir)
+        .args(["--name", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (dir.join("admin-cert.pem"), dir.join("admin-key.pem"))
+}
+
+#[test]
+fn registration_and_a_call_over_tls_with_certificate_verification() {
+    // Debian's SIPp is built without TLS; Kamailio's tls module is the TLS peer.
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(&tmp.path().join("certs"));
+    let (udp, tls_port) = (free_udp_port(), free_tcp_port());
+    let _k = kamailio_with(tmp.path(), udp, Some((tls_port, &cert, &key)));
+    let trunk = format!("transport = \"tls\"\nca_file = \"{}\"", cert.display());
+    let mut d = registering_daemon_with(tmp.path(), tls_port, "s3cret", &trunk);
+    let admin = d.bootstrap();
+    trunk_state(&d, &admin, "registered", Duration::from_secs(15));
+    d.stop();
+    // A call over TLS: this Kamailio answers INVITEs with 404, which is status code 5.
+    let cfg = vaultcall_config(tmp.path(), tls_port, &trunk);
+    let dialed = dial(&cfg, &[]);
+    assert_eq!(
+        dialed.status_code(),
+        5,
+        "{}\n{}",
+        dialed.stdout,
+        dialed.stderr
+    );
+    assert!(
+        dialed.stdout.contains(";transport=tls") && dialed.stdout.contains("← 404"),
+        "{}",
+        dialed.stdout
+    );
+}
+
+#[test]
+fn tls_peer_with_an_untrusted_certificate_fails_fast() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(&tmp.path().join("certs"));
+    let (other_ca, _) = self_signed(&tmp.path().join("other"));
+    let (udp, tls_port) = (free_udp_port(), free_tcp_port());
+    let _k = kamailio_with(tmp.path(), udp, Some((tls_port, &cert, &key)));
+    let trunk = format!("transport = \"tls\"\nca_file = \"{}\"", other_ca.display());
+    let cfg = vaultcall_config(tmp.path(), tls_port, &trunk);
+    let started = Instant::now();
+    let d = dial(&cfg, &[]);
+    assert_eq!(d.status_code(), 2, "{}", d.stdout);
+    assert!(
+        d.line("Outcome:").contains("cause transport_error"),
+        "{}",
+        d.stdout
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a refused certificate must not wait for Timer B"
+    );
+    assert!(d.stderr.contains("TLS handshake failed"), "{}", d.stderr);
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -6,5 +6,6 @@ pub mod control;
 pub mod lifecycle;
 pub mod rtp_io;
 pub mod sip_endpoint;
+pub mod sip_stream;
 pub mod systemd;
 pub mod trunk;

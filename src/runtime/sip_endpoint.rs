@@ -38,6 +38,8 @@ pub enum ToCall {
     Ack(Box<Message>),
     /// One of the call's requests timed out (Timer B/F).
     Timeout(Method, u32),
+    /// The transport under one of the call's requests failed (TCP/TLS).
+    TransportError(Method, u32),
 }
 
 /// Requests from call tasks and tools to the endpoint.
@@ -109,6 +111,8 @@ pub struct TrunkRuntime {
     pub registration: Option<Registration>,
     /// OPTIONS interval.
     pub keepalive: Option<Duration>,
+    /// TLS settings, for a TLS trunk.
+    pub tls: Option<crate::runtime::sip_stream::TlsPeer>,
 }
 
 struct Keepalive {
@@ -240,6 +244,14 @@ pub struct SipEndpoint {
     trunks: Vec<TrunkRuntime>,
     keepalives: Vec<Option<Keepalive>>,
     commands: mpsc::Receiver<Command>,
+    /// TCP listener on the SIP port, for peers that open connections to our Contact.
+    tcp: Option<tokio::net::TcpListener>,
+    /// Open stream connections by peer address (TCP or TLS), each with its write queue.
+    conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// How to reach TLS peers (trunks with transport = "tls").
+    tls_peers: HashMap<SocketAddr, crate::runtime::sip_stream::TlsPeer>,
+    stream_tx: mpsc::Sender<crate::runtime::sip_stream::StreamEvent>,
+    stream_rx: mpsc::Receiver<crate::runtime::sip_stream::StreamEvent>,
     clock: Arc<dyn Clock>,
     ids: IdGen,
     user_agent: String,
@@ -262,7 +274,17 @@ impl SipEndpoint {
             user_agent,
         } = cfg;
         let socket = UdpSocket::bind(listen).await?;
-        let mut local = socket.local_addr()?;
+        let bound = socket.local_addr()?;
+        // TCP on the same address and port (RFC 3261 §18.2.1: a server listens on both).
+        let tcp = match tokio::net::TcpListener::bind(bound).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!(addr:% = bound, error:% = e; "no SIP TCP listener; TCP peers must reuse our connections");
+                None
+            }
+        };
+        let (stream_tx, stream_rx) = mpsc::channel(COMMAND_QUEUE);
+        let mut local = bound;
         if let Some(ip) = public.filter(|_| local.ip().is_unspecified()) {
             local.set_ip(ip);
         }
@@ -289,6 +311,11 @@ impl SipEndpoint {
                 trunks,
                 keepalives,
                 commands: rx,
+                tcp,
+                conns: HashMap::new(),
+                tls_peers: HashMap::new(),
+                stream_tx,
+                stream_rx,
                 clock,
                 ids: IdGen::new(seed),
                 user_agent,
@@ -306,10 +333,18 @@ impl SipEndpoint {
         self.local
     }
 
+    /// Registers how to reach a TLS peer before [`SipEndpoint::run`].
+    pub fn add_tls_peer(&mut self, addr: SocketAddr, peer: crate::runtime::sip_stream::TlsPeer) {
+        self.tls_peers.insert(addr, peer);
+    }
+
     /// Adds trunks (registrations and keepalives) before [`SipEndpoint::run`].
     pub fn add_trunks(&mut self, trunks: Vec<TrunkRuntime>) {
         let now = self.clock.mono();
         for t in trunks {
+            if let Some(p) = &t.tls {
+                self.tls_peers.insert(t.target.addr, p.clone());
+            }
             self.keepalives.push(t.keepalive.map(|every| Keepalive {
                 every,
                 next: now,
@@ -335,10 +370,16 @@ impl SipEndpoint {
             let next = self.next_timeout();
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
+                                r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => self.received(&buf[..n], from),
                     Err(e) => log::debug!(error:% = e; "SIP socket receive error"),
                 },
+                Some(ev) = self.stream_rx.recv() => self.stream_event(ev),
+                accepted = accept(self.tcp.as_ref()) => {
+                    if let Some((stream, peer)) = accepted {
+                        self.adopt(stream, peer);
+                    }
+                }
                 Some(c) = self.commands.recv() => self.command(c),
                 _ = sleep => self.timeouts(),
                 _ = stop.changed(), if stopping.is_none() => {
@@ -378,6 +419,69 @@ impl SipEndpoint {
             .chain(kas)
             .min()
             .unwrap_or(far)
+    }
+
+    /// Runs an accepted TCP connection.
+    #[allow(clippy::disallowed_methods)] // the shell spawns one task per connection
+    fn adopt(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let (tx, rx) = mpsc::channel(crate::runtime::sip_stream::CONN_QUEUE);
+        self.conns.insert(peer, tx);
+        let events = self.stream_tx.clone();
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(crate::runtime::sip_stream::run(
+            stream,
+            peer,
+            Transport::Tcp,
+            rx,
+            events,
+        ));
+    }
+
+    fn stream_event(&mut self, ev: crate::runtime::sip_stream::StreamEvent) {
+        use crate::runtime::sip_stream::StreamEvent;
+        let now = self.clock.mono();
+        match ev {
+            StreamEvent::Message {
+                from,
+                transport,
+                message,
+            } => {
+                self.m.received.inc();
+                self.txs.handle_received(
+                    now,
+                    *message,
+                    Target {
+                        addr: from,
+                        transport,
+                    },
+                );
+            }
+            StreamEvent::Rejected { from, rejection } => match rejection {
+                Rejection::Respond {
+                    status,
+                    reason,
+                    skeleton,
+                } => {
+                    self.m.rejected.with(&[&status.to_string()]).inc();
+                    let tag = self.ids.token();
+                    let resp = skeleton.response(status, &reason, &tag, &[("Allow", uas::ALLOW)]);
+                    if let Some(c) = self.conns.get(&from) {
+                        let _ = c.try_send(resp);
+                    }
+                }
+                Rejection::Drop { .. } => self.m.dropped.with(&["malformed"]).inc(),
+            },
+            StreamEvent::Ping { from } => {
+                if let Some(c) = self.conns.get(&from) {
+                    let _ = c.try_send(b"\r\n".to_vec());
+                }
+            }
+            StreamEvent::Closed { from } => {
+                self.conns.remove(&from);
+                // Whatever still waits on that connection will not get an answer through it.
+                self.txs.fail_target(now, from);
+            }
+        }
     }
 
     fn received(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -444,9 +548,7 @@ impl SipEndpoint {
                     }
                 }
             }
-            Command::SendRaw { target, message } => {
-                self.transmit(target.addr, &message.canonical())
-            }
+            Command::SendRaw { target, message } => self.transmit(target, &message.canonical()),
             Command::Respond { tx, message } => {
                 if let Err(e) = self.txs.respond(now, tx, *message) {
                     log::debug!(error:% = e; "SIP response not sent");
@@ -517,8 +619,13 @@ impl SipEndpoint {
         k.next = now + k.every;
         let t = &self.trunks[i];
         let call_id = format!("ka-{}@{}", self.ids.token(), self.local.ip());
+        let token = match t.target.transport {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        };
         let via = format!(
-            "SIP/2.0/UDP {};branch={};rport",
+            "SIP/2.0/{token} {};branch={};rport",
             self.local,
             self.ids.branch()
         );
@@ -571,7 +678,7 @@ impl SipEndpoint {
             while let Some(out) = self.txs.poll_output() {
                 busy = true;
                 match out {
-                    TxOutput::Transmit(t) => self.transmit(t.target.addr, &t.bytes),
+                    TxOutput::Transmit(t) => self.transmit(t.target, &t.bytes),
                     TxOutput::Event(e) => self.tx_event(now, e),
                 }
             }
@@ -584,10 +691,41 @@ impl SipEndpoint {
         self.m.retransmissions.set(s.retransmissions as i64);
     }
 
-    fn transmit(&self, to: SocketAddr, bytes: &[u8]) {
+    /// Sends over UDP, or over the peer's stream connection (opened on first use).
+    #[allow(clippy::disallowed_methods)] // the shell spawns one task per connection
+    fn transmit(&mut self, to: Target, bytes: &[u8]) {
         self.m.sent.inc();
-        if let Err(e) = self.socket.try_send_to(bytes, to) {
-            log::debug!(error:% = e; "SIP send failed");
+        match to.transport {
+            Transport::Udp => {
+                if let Err(e) = self.socket.try_send_to(bytes, to.addr) {
+                    log::debug!(error:% = e; "SIP send failed");
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(c) = self.conns.get(&to.addr) {
+                    if c.try_send(bytes.to_vec()).is_err() {
+                        self.m.dropped.with(&["conn_busy"]).inc();
+                    }
+                    return;
+                }
+                let tls = match to.transport {
+                    Transport::Tls => match self.tls_peers.get(&to.addr) {
+                        Some(p) => Some(p.clone()),
+                        None => {
+                            log::warn!(peer:% = to.addr; "no TLS settings for this peer; not sending");
+                            return;
+                        }
+                    },
+                    _ => None,
+                };
+                let (tx, rx) = mpsc::channel(crate::runtime::sip_stream::CONN_QUEUE);
+                let _ = tx.try_send(bytes.to_vec());
+                self.conns.insert(to.addr, tx);
+                let events = self.stream_tx.clone();
+                tokio::spawn(crate::runtime::sip_stream::connect(
+                    to.addr, tls, rx, events,
+                ));
+            }
         }
     }
 
@@ -617,7 +755,8 @@ impl SipEndpoint {
                     self.m.dropped.with(&["unmatched"]).inc();
                 }
             }
-            TxEvent::Timeout { tx, .. } => {
+            TxEvent::Timeout { tx, .. } | TxEvent::TransportError { tx } => {
+                let transport_error = matches!(e, TxEvent::TransportError { .. });
                 let Some((owner, method, cseq)) = self.owners.get(&tx).cloned() else {
                     return;
                 };
@@ -634,6 +773,8 @@ impl SipEndpoint {
                     if let Some(r) = &mut t.registration {
                         r.handle_request_timeout(now, cseq);
                     }
+                } else if transport_error {
+                    self.deliver(&owner, ToCall::TransportError(method, cseq));
                 } else {
                     self.deliver(&owner, ToCall::Timeout(method, cseq));
                 }
@@ -725,6 +866,16 @@ impl SipEndpoint {
     /// Whether trunk `i`'s keepalive says it is usable (unknown counts as usable).
     pub fn trunk_alive(&self, i: usize) -> bool {
         self.keepalives.get(i).and_then(|k| k.as_ref()?.alive) != Some(false)
+    }
+}
+
+/// The next accepted TCP connection, or never when there is no listener.
+async fn accept(
+    l: Option<&tokio::net::TcpListener>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -42,9 +42,9 @@ pub enum TrunkError {
         /// Problem.
         message: String,
     },
-    /// A transport this build's endpoint does not serve yet.
-    #[error("trunk {0}: transport {1:?} is not available in this build; use udp")]
-    Transport(String, TrunkTransport),
+    /// TLS settings are unusable (CA file, server name).
+    #[error("trunk {0}: {1}")]
+    Tls(String, crate::runtime::sip_stream::StreamTlsError),
 }
 
 /// Picks a trunk by name, or the first one.
@@ -65,9 +65,11 @@ pub fn pick<'c>(cfg: &'c Config, name: Option<&str>) -> Result<&'c TrunkConfig, 
 
 /// Where a trunk's requests go: its outbound proxy, else its host and port.
 pub async fn resolve(t: &TrunkConfig) -> Result<Target, TrunkError> {
-    if t.transport != TrunkTransport::Udp {
-        return Err(TrunkError::Transport(t.name.clone(), t.transport));
-    }
+    let transport = match t.transport {
+        TrunkTransport::Udp => Transport::Udp,
+        TrunkTransport::Tcp => Transport::Tcp,
+        TrunkTransport::Tls => Transport::Tls,
+    };
     let hostport = t
         .outbound_proxy
         .clone()
@@ -90,10 +92,36 @@ pub async fn resolve(t: &TrunkConfig) -> Result<Target, TrunkError> {
             host: hostport.clone(),
             message: "no address".into(),
         })?;
-    Ok(Target {
-        addr,
-        transport: Transport::Udp,
-    })
+    Ok(Target { addr, transport })
+}
+
+/// TLS settings of a TLS trunk: its CA file (or the system bundle) and its host as the name
+/// the certificate must carry.
+pub fn tls_peer(
+    t: &TrunkConfig,
+    data_dir: &Path,
+) -> Result<Option<crate::runtime::sip_stream::TlsPeer>, TrunkError> {
+    if t.transport != TrunkTransport::Tls {
+        return Ok(None);
+    }
+    let ca = t
+        .ca_file
+        .as_ref()
+        .map(|f| crate::config::under(data_dir, f));
+    let config = crate::runtime::sip_stream::client_config(ca.as_deref())
+        .map_err(|e| TrunkError::Tls(t.name.clone(), e))?;
+    let name = crate::runtime::sip_stream::server_name(&t.host)
+        .map_err(|e| TrunkError::Tls(t.name.clone(), e))?;
+    Ok(Some(crate::runtime::sip_stream::TlsPeer { name, config }))
+}
+
+/// Via transport token and URI `transport` parameter of a trunk.
+fn transport_tokens(t: &TrunkConfig) -> (&'static str, &'static str) {
+    match t.transport {
+        TrunkTransport::Udp => ("UDP", ""),
+        TrunkTransport::Tcp => ("TCP", ";transport=tcp"),
+        TrunkTransport::Tls => ("TLS", ";transport=tls"),
+    }
 }
 
 /// The digest credentials of a trunk, the password read from its 0600 file.
@@ -168,7 +196,8 @@ pub struct CallSetup<'a> {
 /// The SIP parameters of a call to `number`.
 pub fn call_config(s: &CallSetup<'_>, number: &str) -> CallConfig {
     let t = s.trunk;
-    let uri = format!("sip:{number}@{}:{}", t.host, t.port);
+    let (via_transport, uri_param) = transport_tokens(t);
+    let uri = format!("sip:{number}@{}:{}{uri_param}", t.host, t.port);
     let codecs = t.codecs.iter().filter_map(|c| Codec::parse(c)).collect();
     let rtp_ip = if s.rtp_local.ip().is_unspecified() {
         s.sip_local.ip()
@@ -180,9 +209,9 @@ pub fn call_config(s: &CallSetup<'_>, number: &str) -> CallConfig {
         to_uri: uri,
         from_uri: format!("sip:{}@{}", t.caller_id, t.host),
         from_display: t.caller_name.clone(),
-        contact: format!("sip:vaultcall@{}", s.sip_local),
+        contact: format!("sip:vaultcall@{}{uri_param}", s.sip_local),
         via_sent_by: s.sip_local.to_string(),
-        via_transport: "UDP",
+        via_transport,
         route: t
             .outbound_proxy
             .iter()
@@ -213,19 +242,20 @@ pub fn reg_config(
     credentials: Option<Credentials>,
     sip_local: SocketAddr,
 ) -> RegConfig {
+    let (via_transport, uri_param) = transport_tokens(t);
     RegConfig {
-        registrar: format!("sip:{}:{}", t.host, t.port),
+        registrar: format!("sip:{}:{}{uri_param}", t.host, t.port),
         aor: format!(
             "sip:{}@{}",
             t.username.clone().unwrap_or_else(|| t.caller_id.clone()),
             t.host
         ),
         contact: format!(
-            "sip:{}@{sip_local}",
+            "sip:{}@{sip_local}{uri_param}",
             t.username.clone().unwrap_or_else(|| "vaultcall".into())
         ),
         via_sent_by: sip_local.to_string(),
-        via_transport: "UDP",
+        via_transport,
         expires: t.register_expires_secs,
         credentials,
         min_backoff: Duration::from_secs(30),
@@ -278,6 +308,7 @@ pub async fn runtimes(
         });
         out.push(crate::runtime::sip_endpoint::TrunkRuntime {
             name: t.name.clone(),
+            tls: tls_peer(t, data_dir)?,
             target,
             domain: format!("{}:{}", t.host, t.port),
             registration,

@@ -836,6 +836,18 @@ impl OutboundCall {
         }
     }
 
+    /// The shell reports that the transport failed under one of this call's requests: like a
+    /// timeout, but the call's outcome says `transport_error`.
+    pub fn handle_transport_error(&mut self, now: Instant, method: &Method, cseq: u32) {
+        let waiting_invite = matches!(&self.state, State::Calling { invite, .. } | State::Early { invite, .. } if invite.cseq == cseq);
+        if *method == Method::Invite && waiting_invite {
+            let o = self.cfg.outcomes.outcome(Ending::TransportError);
+            self.end(o);
+        } else {
+            self.handle_request_timeout(now, method, cseq);
+        }
+    }
+
     /// The shell reports that a client transaction of this call timed out (Timer B or F).
     pub fn handle_request_timeout(&mut self, now: Instant, method: &Method, cseq: u32) {
         match (&self.state, method) {

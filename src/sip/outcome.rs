@@ -93,6 +93,8 @@ pub enum Ending {
     },
     /// No response at all within Timer B.
     NoResponse,
+    /// The connection to the trunk could not be made or broke (TCP/TLS).
+    TransportError,
     /// We cancelled after ringing too long.
     RingTimeout,
     /// We cancelled on command (operator, shutdown).
@@ -223,6 +225,9 @@ impl OutcomeMap {
                 (status, HangupBy::System, cause)
             }
             Ending::NoResponse => (S::LineFault, HangupBy::System, "timer_b".to_owned()),
+            Ending::TransportError => {
+                (S::LineFault, HangupBy::System, "transport_error".to_owned())
+            }
             Ending::RingTimeout => (S::NoAnswer, HangupBy::Robot, "ring_timeout".to_owned()),
             Ending::Cancelled => (S::CallLoss, HangupBy::Robot, "cancelled".to_owned()),
             Ending::Hangup { by, cause } => (S::Answered, *by, (*cause).to_owned()),

@@ -161,6 +161,12 @@ pub enum TxEvent {
         /// The INVITE's server transaction.
         invite: TxId,
     },
+    /// The transport to the peer failed (a TCP/TLS connection could not be made or broke):
+    /// the client transaction is over without a final response (RFC 3261 §17.1.4).
+    TransportError {
+        /// Client transaction.
+        tx: TxId,
+    },
     /// Timer H fired: the peer never acknowledged the final response.
     NoAck {
         /// Server transaction.
@@ -467,6 +473,37 @@ impl Transactions {
                 ack: Vec::new(),
                 d: now,
             });
+        }
+        self.reap(now);
+    }
+
+    /// Ends every client transaction to `addr` that still waits for a final response, telling
+    /// the TU of a transport error (RFC 3261 §17.1.4).
+    pub fn fail_target(&mut self, now: Instant, addr: SocketAddr) {
+        let mut failed = Vec::new();
+        for (id, c) in &mut self.clients {
+            let waiting = matches!(
+                c.state,
+                ClientState::Invite(InviteClient::Calling { .. } | InviteClient::Proceeding)
+                    | ClientState::NonInvite(
+                        NonInviteClient::Trying { .. } | NonInviteClient::Proceeding { .. }
+                    )
+            );
+            if waiting && c.target.addr == addr {
+                c.state = match c.state {
+                    ClientState::Invite(_) => ClientState::Invite(InviteClient::Completed {
+                        ack: Vec::new(),
+                        d: now,
+                    }),
+                    ClientState::NonInvite(_) => {
+                        ClientState::NonInvite(NonInviteClient::Completed { k: now })
+                    }
+                };
+                failed.push(*id);
+            }
+        }
+        for tx in failed {
+            self.event(TxEvent::TransportError { tx });
         }
         self.reap(now);
     }
