@@ -15,8 +15,11 @@
 //!  [store]  SQLite (WAL), one writer   [admin] HTTP API + web page, TLS, roles
 //! ```
 //!
-//! Foundation modules present today: [`config`], [`telemetry`], [`time`], [`ids`], [`store`],
-//! [`vault`] (master key), [`admin`], [`runtime`], [`app`].
+//! Modules present today: [`config`], [`telemetry`], [`time`], [`ids`], [`store`], [`vault`]
+//! (keys, the encrypted file format, receipts — no database), [`records`] (the vault composed
+//! with the store: subjects, recording, playback, erasure, retention, rotation), [`admin`],
+//! [`runtime`], [`app`]. `store` and `vault` depend only on plain modules; `records` is the one
+//! place that joins them (docs/vault.md).
 //!
 //! ## Two kinds of code
 //!
@@ -53,6 +56,7 @@ pub mod app;
 pub mod config;
 pub mod fs;
 pub mod ids;
+pub mod records;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 /// shell and listed in `SPEECH_SHELL`.
 const CORES: &[&str] = &["sip", "media", "conversation", "call", "dialer", "speech"];
 const SPEECH_SHELL: &[&str] = &["worker.rs", "onnx.rs"];
-const SHELL: &[&str] = &["runtime", "app", "admin", "store", "vault", "main"];
+const SHELL: &[&str] = &[
+    "runtime", "app", "admin", "store", "vault", "records", "main",
+];
 
 const CORE_FORBIDDEN: &[&str] = &[
     "tokio",

@@ -5,6 +5,7 @@
 //! (403) → draining (503 for changes) → handler. Errors are JSON:
 //! `{"error": {"code": "…", "message": "…"}}`.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -79,7 +80,6 @@ pub struct ApiRequest {
 }
 
 /// A response to send.
-#[derive(Debug, Clone)]
 pub struct ApiResponse {
     /// Status code.
     pub status: u16,
@@ -91,16 +91,30 @@ pub struct ApiResponse {
     pub body: Vec<u8>,
     /// Route label for metrics (bounded set).
     pub route: &'static str,
+    /// A streamed body and its exact length, sent instead of `body` (decrypted playback).
+    pub stream: Option<(Box<dyn Read + Send>, u64)>,
+}
+
+impl std::fmt::Debug for ApiResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("status", &self.status)
+            .field("route", &self.route)
+            .field("body_len", &self.body.len())
+            .field("stream_len", &self.stream.as_ref().map(|(_, n)| *n))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiResponse {
-    fn json(status: u16, v: &Value) -> Self {
+    pub(super) fn json(status: u16, v: &Value) -> Self {
         Self {
             status,
             content_type: "application/json; charset=utf-8",
             headers: Vec::new(),
             body: v.to_string().into_bytes(),
             route: "unmatched",
+            stream: None,
         }
     }
 
@@ -111,6 +125,7 @@ impl ApiResponse {
             headers: Vec::new(),
             body: Vec::new(),
             route: "unmatched",
+            stream: None,
         }
     }
 
@@ -134,7 +149,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -143,11 +158,11 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "bad_request", message)
     }
 
-    fn not_found() -> Self {
+    pub(super) fn not_found() -> Self {
         Self::new(404, "not_found", "no such resource")
     }
 
@@ -199,6 +214,14 @@ enum Route {
     Reload,
     AuditList,
     AuditVerify,
+    AuditHead,
+    ErasureCreate,
+    ErasureList,
+    ErasureGet(String),
+    ErasureReceipt(String),
+    ReceiptKey,
+    CallRecordings(i64),
+    RecordingContent(i64),
 }
 
 impl Route {
@@ -215,6 +238,13 @@ impl Route {
             Self::Reload => "/api/v1/reload",
             Self::AuditList => "/api/v1/audit",
             Self::AuditVerify => "/api/v1/audit/verify",
+            Self::AuditHead => "/api/v1/audit/head",
+            Self::ErasureCreate | Self::ErasureList => "/api/v1/erasure-requests",
+            Self::ErasureGet(_) => "/api/v1/erasure-requests/{id}",
+            Self::ErasureReceipt(_) => "/api/v1/erasure-requests/{id}/receipt",
+            Self::ReceiptKey => "/api/v1/receipt-key",
+            Self::CallRecordings(_) => "/api/v1/calls/{id}/recordings",
+            Self::RecordingContent(_) => "/api/v1/recordings/{id}/content",
         }
     }
 
@@ -228,7 +258,13 @@ impl Route {
                 Some(Permission::TokensManage)
             }
             Self::LogLevelSet | Self::Reload => Some(Permission::ConfigManage),
-            Self::AuditList | Self::AuditVerify => Some(Permission::AuditRead),
+            Self::AuditList | Self::AuditVerify | Self::AuditHead => Some(Permission::AuditRead),
+            Self::ErasureCreate => Some(Permission::ErasureRequest),
+            Self::ErasureList | Self::ErasureGet(_) | Self::ErasureReceipt(_) => {
+                Some(Permission::ErasureRead)
+            }
+            Self::ReceiptKey => Some(Permission::StatusRead),
+            Self::CallRecordings(_) | Self::RecordingContent(_) => Some(Permission::RecordingsPlay),
         }
     }
 }
@@ -266,6 +302,25 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         ["api", "v1", "reload"] => by_method(&[(Post, Route::Reload)]),
         ["api", "v1", "audit"] => by_method(&[(Get, Route::AuditList)]),
         ["api", "v1", "audit", "verify"] => by_method(&[(Get, Route::AuditVerify)]),
+        ["api", "v1", "audit", "head"] => by_method(&[(Get, Route::AuditHead)]),
+        ["api", "v1", "erasure-requests"] => {
+            by_method(&[(Get, Route::ErasureList), (Post, Route::ErasureCreate)])
+        }
+        ["api", "v1", "erasure-requests", id] => {
+            by_method(&[(Get, Route::ErasureGet((*id).to_owned()))])
+        }
+        ["api", "v1", "erasure-requests", id, "receipt"] => {
+            by_method(&[(Get, Route::ErasureReceipt((*id).to_owned()))])
+        }
+        ["api", "v1", "receipt-key"] => by_method(&[(Get, Route::ReceiptKey)]),
+        ["api", "v1", "calls", id, "recordings"] => match id.parse() {
+            Ok(n) => by_method(&[(Get, Route::CallRecordings(n))]),
+            Err(_) => Err(ApiError::not_found()),
+        },
+        ["api", "v1", "recordings", id, "content"] => match id.parse() {
+            Ok(n) => by_method(&[(Get, Route::RecordingContent(n))]),
+            Err(_) => Err(ApiError::not_found()),
+        },
         _ => Err(ApiError::not_found()),
     }
 }
@@ -460,6 +515,7 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
             headers: Vec::new(),
             body: crate::telemetry::metrics::global().render().into_bytes(),
             route: label,
+            stream: None,
         }),
         (_, None) => Err(ApiError::unauthorized()),
         (Route::Status, Some(_)) => status(ctx),
@@ -474,9 +530,54 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::LogLevelSet, Some(c)) => log_level_set(ctx, &c, &req.body),
         (Route::Reload, Some(c)) => reload(ctx, &c),
         (Route::AuditList, Some(_)) => audit_list(ctx, &req.query),
-        (Route::AuditVerify, Some(_)) => audit_verify(ctx),
+        (Route::AuditVerify, Some(c)) => audit_verify(ctx, &c),
+        (Route::AuditHead, Some(_)) => audit_head(ctx),
+        (Route::ErasureCreate, Some(c)) => super::vault_api::erasure_create(ctx, &c, &req.body),
+        (Route::ErasureList, Some(_)) => super::vault_api::erasure_list(ctx, &req.query),
+        (Route::ErasureGet(id), Some(_)) => super::vault_api::erasure_get(ctx, id),
+        (Route::ErasureReceipt(id), Some(c)) => super::vault_api::erasure_receipt(ctx, &c, id),
+        (Route::ReceiptKey, Some(_)) => super::vault_api::receipt_key(ctx),
+        (Route::CallRecordings(id), Some(_)) => super::vault_api::call_recordings(ctx, *id),
+        (Route::RecordingContent(id), Some(c)) => {
+            super::vault_api::recording_content(ctx, &c, *id, &req.query)
+        }
     };
     r.map(|r| r.with_route(label)).map_err(|e| (label, e))
+}
+
+/// Appends an audit entry for an action by `c`; a failure to audit is logged (the action
+/// itself has happened or been refused already).
+pub(super) fn record(
+    ctx: &AdminContext,
+    c: &Caller,
+    action: &'static str,
+    object: Option<String>,
+    result: &'static str,
+    detail: Value,
+) {
+    let (actor, role, at_ms) = (
+        c.token_id.clone(),
+        c.role.as_str(),
+        unix_ms(ctx.clock.wall()),
+    );
+    let res = ctx.store.write(move |conn| {
+        audit::append(
+            conn,
+            &audit::NewEntry {
+                at_ms,
+                actor: &actor,
+                role: Some(role),
+                action,
+                object: object.as_deref(),
+                result,
+                detail,
+            },
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = res {
+        log::error!(error:% = e, action = action; "could not append to the audit log");
+    }
 }
 
 /// Records a 403 in the audit log (who tried what).
@@ -553,7 +654,7 @@ fn whoami(c: &Caller) -> ApiResponse {
     )
 }
 
-fn opt_time(ms: Option<i64>) -> Value {
+pub(super) fn opt_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |m| Value::String(rfc3339(ms_to_system(m))))
 }
 
@@ -597,7 +698,7 @@ struct CreateToken {
     expires_in_days: Option<u32>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -749,7 +850,7 @@ fn reload(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
     Ok(ApiResponse::json(if ok { 200 } else { 422 }, &body))
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -780,8 +881,31 @@ fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> 
     ))
 }
 
-fn audit_verify(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+fn audit_head(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+    let head = ctx.store.read(audit::head)?;
+    Ok(ApiResponse::json(
+        200,
+        &match head {
+            Some((id, hash)) => {
+                let h = hex::encode(hash);
+                json!({"id": id, "hash": h, "checkpoint": format!("{id}:{h}")})
+            }
+            None => json!({"id": null, "hash": null, "checkpoint": null}),
+        },
+    ))
+}
+
+fn audit_verify(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
     let v = ctx.store.read(audit::verify)?;
+    let intact = v.is_ok();
+    record(
+        ctx,
+        c,
+        "audit.verify",
+        None,
+        if intact { "ok" } else { "broken" },
+        json!({}),
+    );
     Ok(ApiResponse::json(
         200,
         &match v {

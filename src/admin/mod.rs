@@ -13,6 +13,7 @@ pub mod cli;
 pub mod front;
 pub mod server;
 pub mod tls;
+mod vault_api;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -90,4 +91,6 @@ pub struct AdminContext {
     pub config_source: String,
     /// When each token's `last_used_at` was last written, to write it at most once a minute.
     pub touched: Mutex<HashMap<String, Instant>>,
+    /// The records service (erasure, playback); `None` only in tests without a vault.
+    pub records: Option<Arc<crate::records::Records>>,
 }

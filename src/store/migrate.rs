@@ -21,11 +21,18 @@ pub struct Migration {
 }
 
 /// The migrations this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "vault",
+        sql: include_str!("migrations/0002_vault.sql"),
+    },
+];
 
 /// The schema version this binary produces.
 pub fn latest_version() -> i64 {
@@ -128,7 +135,9 @@ mod tests {
         let t = tables(&c);
         for want in [
             "admin_tokens",
+            "appliance_keys",
             "audit_log",
+            "key_rotations",
             "calls",
             "deletion_receipts",
             "recordings",
@@ -172,11 +181,8 @@ mod tests {
         migrate(&mut c, MIGRATIONS, 1).unwrap();
         let err = migrate(&mut c, &[], 1).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-        let edited = [Migration {
-            version: 1,
-            name: "init",
-            sql: "CREATE TABLE x (y INTEGER);",
-        }];
+        let mut edited = MIGRATIONS.to_vec();
+        edited[0].sql = "CREATE TABLE x (y INTEGER);";
         let err = migrate(&mut c, &edited, 1).unwrap_err();
         assert!(
             matches!(err, StoreError::MigrationMismatch { version: 1, .. }),

@@ -3,7 +3,8 @@
 //! deletion receipts. docs/vault.md is the specification (format, keys, normalisation,
 //! receipts) for auditors.
 //!
-//! This module depends only on plain types (ids, bytes, `std::io`), not on the database.
+//! This module depends only on plain types (ids, bytes, `std::io`); composing it with the
+//! database — subjects, recordings, erasure, retention, rotation — is [`crate::records`].
 
 pub mod files;
 pub mod format;
