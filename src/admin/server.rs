@@ -210,16 +210,14 @@ fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
         add(k, v);
     }
     let status = tiny_http::StatusCode(resp.status);
-    // A streamed body (decrypted playback) goes out as it is read, with its exact length; if
-    // reading fails midway the connection is closed and the client sees a short body.
+    // A streamed body (decrypted playback) goes out as it is read, always with its exact
+    // Content-Length (never chunked): if reading fails midway the connection is closed and the
+    // client sees a body shorter than announced, not a well-terminated one.
     let sent = match resp.stream {
-        Some((reader, len)) => req.respond(tiny_http::Response::new(
-            status,
-            headers,
-            reader,
-            usize::try_from(len).ok(),
-            None,
-        )),
+        Some((reader, len)) => req.respond(
+            tiny_http::Response::new(status, headers, reader, usize::try_from(len).ok(), None)
+                .with_chunked_threshold(usize::MAX),
+        ),
         None => {
             let len = resp.body.len();
             req.respond(tiny_http::Response::new(
