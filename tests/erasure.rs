@@ -19,17 +19,6 @@ const PHRASES: [&str; 3] = ["我下周三一定还款", "您本期账单金额",
 const AMOUNT: &str = "3280.55";
 const OTHER: &str = "13900001111";
 
-fn token(d: &Daemon, admin: &str, role: &str) -> String {
-    let r = d.req(
-        "POST",
-        "/api/v1/tokens",
-        Some(admin),
-        Some(&json!({"name": role, "role": role}).to_string()),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_owned()
-}
-
 /// A customer with `calls` calls (audio + transcript with the phrases), a task number with their
 /// name and amount, and a cached personalised prompt.
 fn populate(r: &Records, written: &str, task: i64, calls: usize) -> Vec<i64> {
@@ -121,8 +110,8 @@ fn needles(wrapped: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
 fn erasure_leaves_no_trace_and_the_number_cannot_be_dialled() {
     let mut d = Daemon::start("", "");
     let admin = d.bootstrap();
-    let dpo = token(&d, &admin, "compliance");
-    let op = token(&d, &admin, "operator");
+    let dpo = d.token(&admin, "compliance");
+    let op = d.token(&admin, "operator");
     let r = records(&d.config);
     r.store()
         .write(|c| {
@@ -343,7 +332,7 @@ fn erasure_leaves_no_trace_and_the_number_cannot_be_dialled() {
 fn an_erasure_interrupted_by_a_stop_is_finished_at_the_next_start() {
     let mut d = Daemon::start("", "");
     let admin = d.bootstrap();
-    let dpo = token(&d, &admin, "compliance");
+    let dpo = d.token(&admin, "compliance");
     let r = records(&d.config);
     r.store()
         .write(|c| {

@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::{BIN, Daemon, close_records, records, test_config, vaultcall, vaultcall_stdin};
-use serde_json::json;
 
 /// Every vault file with its bytes.
 fn vault_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -178,13 +177,7 @@ fn an_interrupted_rotation_resumes_and_keeps_everything_readable() {
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     let mut d = Daemon::start_in(dir, &cfg_text);
     let admin = d.bootstrap();
-    let op = d.req(
-        "POST",
-        "/api/v1/tokens",
-        Some(&admin),
-        Some(&json!({"name": "qa", "role": "auditor"}).to_string()),
-    );
-    let op = op.json()["token"].as_str().unwrap().to_owned();
+    let op = d.token(&admin, "auditor");
     for call in [1, 2] {
         let list = d
             .get(&format!("/api/v1/calls/{call}/recordings"), Some(&op))

@@ -140,16 +140,7 @@ fn a_vault_session_leaves_no_personal_data_in_logs() {
         Some(r#"{"level":"trace"}"#),
     );
     assert_eq!(trace.status, 200);
-    let token = |role: &str| {
-        let r = d.req(
-            "POST",
-            "/api/v1/tokens",
-            Some(&admin),
-            Some(&json!({"name": role, "role": role}).to_string()),
-        );
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
-    let (dpo, op) = (token("compliance"), token("operator"));
+    let (dpo, op) = (d.token(&admin, "compliance"), d.token(&admin, "operator"));
     let cfg = d.config.to_str().unwrap().to_owned();
     let mut stderr = String::new();
     let mut run = |args: &[&str], stdin: Option<&str>| {

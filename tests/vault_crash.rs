@@ -9,19 +9,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use common::{BIN, Daemon};
-use serde_json::json;
 
 #[test]
 fn sigkill_mid_recording_leaves_a_file_readable_to_its_last_complete_chunk() {
     let mut d = Daemon::start("", "");
     let admin = d.bootstrap();
-    let op = d.req(
-        "POST",
-        "/api/v1/tokens",
-        Some(&admin),
-        Some(&json!({"name": "qa", "role": "operator"}).to_string()),
-    );
-    let op = op.json()["token"].as_str().unwrap().to_owned();
+    let op = d.token(&admin, "operator");
     // A real-time writer: one 20 ms frame every 20 ms, a sealed chunk every second.
     let mut child = Command::new(BIN)
         .args(["dev", "record", "--config"])

@@ -858,12 +858,13 @@ pub(super) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
+/// `after` (a row id, default 0) and `limit` (1–1000, default 100) of a list request.
+pub(super) fn paging(query: &str) -> Result<(i64, usize), ApiError> {
     let after = match query_param(query, "after") {
         None => 0,
         Some(v) => v
             .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("after: an entry id"))?,
+            .map_err(|_| ApiError::bad_request("after: an id"))?,
     };
     let limit = match query_param(query, "limit") {
         None => 100,
@@ -873,6 +874,11 @@ fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> 
             .filter(|l| (1..=1000).contains(l))
             .ok_or_else(|| ApiError::bad_request("limit: allowed 1 to 1000"))?,
     };
+    Ok((after, limit))
+}
+
+fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
+    let (after, limit) = paging(query)?;
     let entries = ctx.store.read(move |c| audit::page(c, after, limit))?;
     let next = entries.last().map(|e| e.id.0);
     Ok(ApiResponse::json(

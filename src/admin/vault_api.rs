@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::AdminContext;
-use super::api::{ApiError, ApiResponse, Caller, opt_time, parse_json, query_param, record};
+use super::api::{
+    ApiError, ApiResponse, Caller, opt_time, paging, parse_json, query_param, record,
+};
 use crate::ids::{CallId, RecordingId};
 use crate::records::{ErasureRequest, ErasureTarget, Records, RecordsError};
 use crate::store::{Store, audit, calls, erasure};
@@ -145,20 +147,7 @@ fn erasure_json(row: &erasure::ErasureRow) -> Value {
 }
 
 pub(super) fn erasure_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
-    let after = match query_param(query, "after") {
-        None => 0,
-        Some(v) => v
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("after: a row id"))?,
-    };
-    let limit = match query_param(query, "limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit: allowed 1 to 1000"))?,
-    };
+    let (after, limit) = paging(query)?;
     let rows = ctx.store.read(move |c| erasure::page(c, after, limit))?;
     let next = rows.last().map(|r| r.id);
     let list: Vec<Value> = rows.iter().map(erasure_json).collect();

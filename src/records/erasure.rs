@@ -88,6 +88,31 @@ fn valid_text(s: &str, max: usize) -> bool {
     (1..=max).contains(&n) && !s.chars().any(char::is_control)
 }
 
+/// Appends one erasure step to the audit log, in the step's own transaction.
+fn audit_step(
+    c: &rusqlite::Connection,
+    who: (&str, Option<&str>),
+    action: &str,
+    uid: &str,
+    result: &str,
+    detail: Value,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
+    audit::append(
+        c,
+        &audit::NewEntry {
+            at_ms: now,
+            actor: who.0,
+            role: who.1,
+            action,
+            object: Some(&format!("erasure:{uid}")),
+            result,
+            detail,
+        },
+    )
+    .map(|_| ())
+}
+
 fn counts(row: &ErasureRow) -> Map<String, Value> {
     match serde_json::from_str(&row.counts_json) {
         Ok(Value::Object(m)) => m,
@@ -175,17 +200,14 @@ impl Records {
                     now_ms: now,
                 },
             )?;
-            audit::append(
+            audit_step(
                 c,
-                &audit::NewEntry {
-                    at_ms: now,
-                    actor: &by,
-                    role: role.as_deref(),
-                    action: "erasure.request",
-                    object: Some(&format!("erasure:{uid}")),
-                    result: "accepted",
-                    detail: json!({"ticket": ticket, "source": source, "subject_known": subject_id.is_some()}),
-                },
+                (&by, role.as_deref()),
+                "erasure.request",
+                &uid,
+                "accepted",
+                json!({"ticket": ticket, "source": source, "subject_known": subject_id.is_some()}),
+                now,
             )?;
             Ok((id, true))
         })?;
@@ -261,17 +283,14 @@ impl Records {
                         None,
                         now,
                     )?;
-                    audit::append(
+                    audit_step(
                         c,
-                        &audit::NewEntry {
-                            at_ms: now,
-                            actor: &by,
-                            role: role.as_deref(),
-                            action: "erasure.key_destroyed",
-                            object: Some(&format!("erasure:{uid}")),
-                            result: "ok",
-                            detail: json!({"keys_destroyed": key_ids, "subject_state_before": before}),
-                        },
+                        (&by, role.as_deref()),
+                        "erasure.key_destroyed",
+                        &uid,
+                        "ok",
+                        json!({"keys_destroyed": key_ids, "subject_state_before": before}),
+                        now,
                     )?;
                     Ok(())
                 })?;
@@ -345,20 +364,17 @@ impl Records {
                         )?;
                         let digest =
                             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, file.as_bytes());
-                        audit::append(
+                        audit_step(
                             c,
-                            &audit::NewEntry {
-                                at_ms: now,
-                                actor: &row.requested_by,
-                                role: row.requester_role.as_deref(),
-                                action: "erasure.done",
-                                object: Some(&format!("erasure:{}", row.request_uid)),
-                                result: "ok",
-                                detail: json!({
-                                    "deleted": receipt["deleted"],
-                                    "receipt_sha256": hex::encode(digest.as_ref()),
-                                }),
-                            },
+                            (&row.requested_by, row.requester_role.as_deref()),
+                            "erasure.done",
+                            &row.request_uid,
+                            "ok",
+                            json!({
+                                "deleted": receipt["deleted"],
+                                "receipt_sha256": hex::encode(digest.as_ref()),
+                            }),
+                            now,
                         )?;
                         Ok(deleted)
                     },

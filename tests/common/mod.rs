@@ -200,6 +200,14 @@ impl Daemon {
             .expect("run vaultcall")
     }
 
+    /// Creates a token of `role` with the admin token; returns the bearer.
+    pub fn token(&self, admin: &str, role: &str) -> String {
+        let body = format!(r#"{{"name":"{role} token","role":"{role}"}}"#);
+        let r = self.req("POST", "/api/v1/tokens", Some(admin), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().expect("token").to_owned()
+    }
+
     /// Creates the first admin token with the CLI.
     pub fn bootstrap(&self) -> String {
         let out = self.cli(&["admin", "bootstrap", "--token-only"]);
