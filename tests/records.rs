@@ -298,6 +298,12 @@ fn retention_deletes_by_class_and_shreds_subjects_left_without_data() {
     let old = ManualClock::new(now - Duration::from_secs(200 * 86_400));
     let r = open_at(d.path(), &master, Arc::new(old));
     let (_, old_audio, old_text) = call(&r, PHONE);
+    let old_key_id = r
+        .ensure_subject(&r.normalize(PHONE).unwrap())
+        .unwrap()
+        .data_key()
+        .id()
+        .to_owned();
     close(r);
     let r = open(d.path(), &master);
     let (_, new_audio, new_text) = call(&r, "139 0000 1111");
@@ -329,8 +335,11 @@ fn retention_deletes_by_class_and_shreds_subjects_left_without_data() {
         r.open_playback(new_audio),
         Err(RecordsError::NotFound(_))
     ));
-    // Retention forgets; it does not suppress.
+    // Retention forgets; it does not suppress: called again, the number gets a fresh key.
     assert!(r.may_dial(&r.normalize(PHONE).unwrap()).unwrap());
+    let again = r.ensure_subject(&r.normalize(PHONE).unwrap()).unwrap();
+    assert_ne!(again.data_key().id(), old_key_id);
+    drop(again);
     let audited: i64 = r
         .store()
         .read(|c| {
