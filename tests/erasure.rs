@@ -113,12 +113,8 @@ fn erasure_leaves_no_trace_and_the_number_cannot_be_dialled() {
     let dpo = d.token(&admin, "compliance");
     let op = d.token(&admin, "operator");
     let r = records(&d.config);
-    r.store()
-        .write(|c| {
-            c.execute_batch("INSERT INTO tasks (id, name, status, created_at_ms, updated_at_ms) VALUES (1, 'card reminders', 'running', 1, 1), (2, 'other', 'running', 1, 1);")?;
-            Ok(())
-        })
-        .unwrap();
+    common::insert_task(&r, 1);
+    common::insert_task(&r, 2);
     let ids = populate(&r, "+86 138-1234-5678", 1, 4);
     let other = populate(&r, OTHER, 2, 1);
     let wrapped: Vec<(String, Vec<u8>)> = r
@@ -334,12 +330,7 @@ fn an_erasure_interrupted_by_a_stop_is_finished_at_the_next_start() {
     let admin = d.bootstrap();
     let dpo = d.token(&admin, "compliance");
     let r = records(&d.config);
-    r.store()
-        .write(|c| {
-            c.execute("INSERT INTO tasks (id, name, status, created_at_ms, updated_at_ms) VALUES (1, 't', 'running', 1, 1)", [])?;
-            Ok(())
-        })
-        .unwrap();
+    common::insert_task(&r, 1);
     populate(&r, PHONE, 1, 2);
     // Filed and stopped after destroying the key, as a crash at that point would leave it.
     let req = vaultcall::records::ErasureRequest {

@@ -153,12 +153,7 @@ fn a_vault_session_leaves_no_personal_data_in_logs() {
     };
 
     let r = records(&d.config);
-    r.store()
-        .write(|c| {
-            c.execute("INSERT INTO tasks (id, name, status, created_at_ms, updated_at_ms) VALUES (1, 't', 'running', 1, 1)", [])?;
-            Ok(())
-        })
-        .unwrap();
+    common::insert_task(&r, 1);
     let s = r.ensure_subject(&r.normalize(PHONE).unwrap()).unwrap();
     r.add_task_number(1, &s, &json!({"name": NAME, "amount": AMOUNT}))
         .unwrap();

@@ -545,8 +545,39 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
     r.map(|r| r.with_route(label)).map_err(|e| (label, e))
 }
 
-/// Appends an audit entry for an action by `c`; a failure to audit is logged (the action
-/// itself has happened or been refused already).
+/// Appends an audit entry for an action by `c` in its own transaction.
+pub(super) fn append_audit(
+    ctx: &AdminContext,
+    c: &Caller,
+    action: String,
+    object: Option<String>,
+    result: &'static str,
+    detail: Value,
+) -> Result<(), StoreError> {
+    let (actor, role, at_ms) = (
+        c.token_id.clone(),
+        c.role.as_str(),
+        unix_ms(ctx.clock.wall()),
+    );
+    ctx.store.write(move |conn| {
+        audit::append(
+            conn,
+            &audit::NewEntry {
+                at_ms,
+                actor: &actor,
+                role: Some(role),
+                action: &action,
+                object: object.as_deref(),
+                result,
+                detail,
+            },
+        )
+        .map(|_| ())
+    })
+}
+
+/// [`append_audit`] for a read or an outcome that has happened already: a failure to audit
+/// is logged, not returned.
 pub(super) fn record(
     ctx: &AdminContext,
     c: &Caller,
@@ -555,53 +586,15 @@ pub(super) fn record(
     result: &'static str,
     detail: Value,
 ) {
-    let (actor, role, at_ms) = (
-        c.token_id.clone(),
-        c.role.as_str(),
-        unix_ms(ctx.clock.wall()),
-    );
-    let res = ctx.store.write(move |conn| {
-        audit::append(
-            conn,
-            &audit::NewEntry {
-                at_ms,
-                actor: &actor,
-                role: Some(role),
-                action,
-                object: object.as_deref(),
-                result,
-                detail,
-            },
-        )
-        .map(|_| ())
-    });
-    if let Err(e) = res {
+    if let Err(e) = append_audit(ctx, c, action.to_owned(), object, result, detail) {
         log::error!(error:% = e, action = action; "could not append to the audit log");
     }
 }
 
 /// Records a 403 in the audit log (who tried what).
 fn deny(ctx: &AdminContext, c: &Caller, req: &ApiRequest, label: &'static str) {
-    let entry_actor = c.token_id.clone();
-    let role = c.role.as_str();
     let action = format!("{} {label}", req.method.as_str());
-    let at_ms = unix_ms(ctx.clock.wall());
-    let res = ctx.store.write(move |conn| {
-        audit::append(
-            conn,
-            &audit::NewEntry {
-                at_ms,
-                actor: &entry_actor,
-                role: Some(role),
-                action: &action,
-                object: None,
-                result: "denied",
-                detail: json!({}),
-            },
-        )
-        .map(|_| ())
-    });
-    if let Err(e) = res {
+    if let Err(e) = append_audit(ctx, c, action, None, "denied", json!({})) {
         log::warn!(error:% = e; "could not audit a denied request");
     }
 }
@@ -796,24 +789,14 @@ fn log_level_set(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiRespo
     let previous = crate::telemetry::level();
     crate::telemetry::set_level(level);
     log::warn!(from = previous.as_str(), to = level.as_str(), token_id = c.token_id.as_str(); "log level changed through the admin API");
-    let at_ms = unix_ms(ctx.clock.wall());
-    let actor = c.token_id.clone();
-    let role = c.role.as_str();
-    ctx.store.write(move |conn| {
-        audit::append(
-            conn,
-            &audit::NewEntry {
-                at_ms,
-                actor: &actor,
-                role: Some(role),
-                action: "log_level.set",
-                object: None,
-                result: "ok",
-                detail: json!({"from": previous.as_str(), "to": level.as_str()}),
-            },
-        )
-        .map(|_| ())
-    })?;
+    append_audit(
+        ctx,
+        c,
+        "log_level.set".into(),
+        None,
+        "ok",
+        json!({"from": previous.as_str(), "to": level.as_str()}),
+    )?;
     Ok(ApiResponse::json(
         200,
         &json!({"level": level.as_str(), "previous": previous.as_str()}),
@@ -826,26 +809,10 @@ fn reload(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
         .as_ref()
         .and_then(|h| h.reload_blocking())
         .ok_or_else(|| ApiError::new(503, "unavailable", "reload is not available"))?;
-    let at_ms = unix_ms(ctx.clock.wall());
-    let actor = c.token_id.clone();
-    let role = c.role.as_str();
     let ok = report.error.is_none();
     let detail = serde_json::to_value(&report).unwrap_or(Value::Null);
-    ctx.store.write(move |conn| {
-        audit::append(
-            conn,
-            &audit::NewEntry {
-                at_ms,
-                actor: &actor,
-                role: Some(role),
-                action: "config.reload",
-                object: None,
-                result: if ok { "ok" } else { "failed" },
-                detail,
-            },
-        )
-        .map(|_| ())
-    })?;
+    let result = if ok { "ok" } else { "failed" };
+    append_audit(ctx, c, "config.reload".into(), None, result, detail)?;
     let body = serde_json::to_value(&report).unwrap_or(Value::Null);
     Ok(ApiResponse::json(if ok { 200 } else { 422 }, &body))
 }

@@ -348,6 +348,19 @@ pub fn records(config: &Path) -> vaultcall::records::Records {
     vaultcall::records::cli::open_records(&cfg).unwrap_or_else(|f| panic!("{}", f.message))
 }
 
+/// Creates task `id` (running) so task numbers can be added to it.
+pub fn insert_task(r: &vaultcall::records::Records, id: i64) {
+    r.store()
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO tasks (id, name, status, created_at_ms, updated_at_ms) VALUES (?1, 'test task', 'running', 1, 1)",
+                [id],
+            )?;
+            Ok(())
+        })
+        .expect("insert task");
+}
+
 /// Closes a records service opened with [`records`].
 pub fn close_records(r: vaultcall::records::Records) {
     r.store().clone().close();
