@@ -70,6 +70,29 @@ printf '$ curl -H '"'"'Authorization: Bearer $ADMIN'"'"' %s/api/v1/tokens | pyth
 curl -sS -H "Authorization: Bearer $ADMIN" "$API/api/v1/tokens" | python3 -m json.tool --no-ensure-ascii | head -26
 api GET /api/v1/audit/verify ADMIN
 
+say "The vault: a recorded call (synthetic), played back decrypted, then erased with a signed receipt"
+NUMBER="139$(date +%s | tail -c 9)"   # a new number each run: an erased number stays suppressed
+printf '$ echo <number> | %s dev record --seconds 3 --turns 2\n' "$BIN"
+CALL=$(echo "$NUMBER" | "$BIN" dev record --seconds 3 --turns 2 | awk '/^recording/ {print $4}')
+COMPLIANCE=$(curl -sS -H "Authorization: Bearer $ADMIN" -d '{"name":"合规-演示","role":"compliance"}' "$API/api/v1/tokens" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+api GET "/api/v1/calls/$CALL/recordings" OPERATOR
+TRANSCRIPT=$(curl -sS -H "Authorization: Bearer $OPERATOR" "$API/api/v1/calls/$CALL/recordings" \
+    | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin)["recordings"] if r["kind"] == "transcript"][0])')
+api GET "/api/v1/recordings/$TRANSCRIPT/content" OPERATOR
+echo "(files under var/vault/ are ciphertext; the admin role may not play them:)"
+api GET "/api/v1/recordings/$TRANSCRIPT/content" ADMIN
+api POST /api/v1/erasure-requests COMPLIANCE "{\"phone\":\"$NUMBER\",\"reason\":\"customer request\",\"ticket\":\"DEMO-$CALL\"}" | head -c 600; echo
+REQ=$(curl -sS -H "Authorization: Bearer $COMPLIANCE" "$API/api/v1/erasure-requests?limit=1000" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["erasure_requests"][-1]["request_id"])')
+curl -sS -H "Authorization: Bearer $COMPLIANCE" "$API/api/v1/erasure-requests/$REQ/receipt" >var/demo-receipt.json
+"$BIN" keys show-public >var/demo-receipt-key.txt
+printf '$ %s verify-receipt var/demo-receipt.json --public-key var/demo-receipt-key.txt\n' "$BIN"
+"$BIN" verify-receipt var/demo-receipt.json --public-key var/demo-receipt-key.txt
+api GET "/api/v1/calls/$CALL/recordings" OPERATOR
+printf '$ %s audit verify\n' "$BIN"
+"$BIN" audit verify
+
 say "Run-time log level"
 api PUT /api/v1/log-level ADMIN '{"level":"debug"}'
 

@@ -21,6 +21,7 @@ use crate::admin::server::ApiServer;
 use crate::admin::tls::{self, ReloadableCert};
 use crate::admin::{AdminContext, ApiMetrics, LiveSettings, auth::LoginLimiter};
 use crate::config::{Config, ConfigError, under};
+use crate::records::Records;
 use crate::runtime::control::{Control, ControlHandle, ReloadReport};
 use crate::runtime::lifecycle::{Lifecycle, Phase};
 use crate::runtime::sip_endpoint::{EndpointConfig, EndpointHandle, SipEndpoint};
@@ -122,6 +123,19 @@ pub fn open_store(cfg: &Config) -> Result<Store, Failure> {
     let paths = cfg.resolve_paths(&env_var);
     let path = under(&paths.data_dir, &cfg.store.path);
     Ok(Store::open(&path, &cfg.store, unix_ms(SystemClock.wall()))?)
+}
+
+/// Loads the master key for a CLI command or the daemon: the systemd credential when
+/// `$CREDENTIALS_DIRECTORY` has one, else `vault.master_key_file`.
+pub fn load_master_key(cfg: &Config) -> Result<MasterKey, Failure> {
+    let paths = cfg.resolve_paths(&env_var);
+    let credentials = env_var("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    MasterKey::load(
+        &under(&paths.data_dir, &cfg.vault.master_key_file),
+        cfg.vault.create_master_key,
+        credentials.as_deref(),
+    )
+    .map_err(Failure::config)
 }
 
 /// `vaultcall serve`.
@@ -267,6 +281,14 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         ))
     })?;
     log::info!(config = source.describe().as_str(), data_dir:% = paths.data_dir.display(); "vaultcall starting");
+    // One daemon per data directory; `keys rotate` takes the same lock.
+    let _lock = crate::fs::try_lock(&paths.data_dir.join(crate::fs::DAEMON_LOCK))
+        .map_err(|e| Failure::runtime(format!("cannot lock the data directory: {e}")))?
+        .ok_or_else(|| {
+            Failure::runtime(
+                "another vaultcall (daemon or `keys rotate`) is using this data directory",
+            )
+        })?;
 
     // Store.
     let store = Store::open(
@@ -276,15 +298,30 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     )?;
 
     // Keys.
-    let credentials = env_var("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let master = MasterKey::load(
-        &under(&paths.data_dir, &cfg.vault.master_key_file),
-        cfg.vault.create_master_key,
-        credentials.as_deref(),
-    )
-    .map_err(Failure::config)?;
-    telemetry::set_redaction_key(&master.derive("log-redaction"));
-    log::info!(key_id = master.id(); "master key loaded");
+    let master = load_master_key(&cfg)?;
+    // Opening may write (the appliance keys on first start): a blocking store call.
+    let (s, dir, vault_cfg, c) = (
+        store.clone(),
+        paths.data_dir.clone(),
+        cfg.vault.clone(),
+        clock.clone(),
+    );
+    let opened =
+        tokio::task::spawn_blocking(move || Records::open(s, &dir, &master, &vault_cfg, c))
+            .await
+            .map_err(Failure::runtime)?;
+    let records = match opened {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            let f = Failure::from(e);
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.close()).await;
+            return Err(f);
+        }
+    };
+    telemetry::set_redaction_key(records.redaction_key());
+    let (receipt_key_id, _) = records.receipt_public_key();
+    log::info!(receipt_key_id = receipt_key_id.as_str(); "master key loaded; vault open");
 
     // Sockets.
     let cert = match &cfg.admin.tls {
@@ -319,6 +356,7 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         config_source: source.describe(),
         touched: Mutex::new(HashMap::new()),
         sip: Some(sip_handle),
+        records: Some(records.clone()),
     });
     let socket = paths.runtime_dir.join("admin.sock");
     let api =
@@ -338,6 +376,11 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     let mut front_task = tokio::spawn(front.run(stop_rx.clone()));
     let mut sip_task = tokio::spawn(sip.run(stop_rx.clone()));
 
+    // Signal handlers before READY: a supervisor may send SIGTERM as soon as it sees READY.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
+
     // Ready.
     lifecycle.advance(Phase::Ready);
     let scheme = if cert.is_some() { "https" } else { "http" };
@@ -354,12 +397,20 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         data_dir: paths.data_dir.clone(),
     };
     let mut effective = cfg;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     let watchdog = notifier.watchdog();
     let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Audit-chain head to the journal now and periodically (the anchor `audit verify
+    // --checkpoint` checks against); retention sweep now and daily, after finishing any
+    // erasure a crash interrupted.
+    let mut checkpoint_tick = tokio::time::interval(Duration::from_secs(
+        effective.audit.checkpoint_interval_secs,
+    ));
+    checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep_tick = tokio::time::interval(Duration::from_secs(86_400));
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
+    let mut first_sweep = true;
 
     let failure = loop {
         tokio::select! {
@@ -387,6 +438,19 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
                     log::error!(store_ok = store_ok, api_ok = api_ok; "health check failed; withholding watchdog ping");
                 }
             }
+            _ = checkpoint_tick.tick() => {
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || log_audit_head(&s)).await;
+            }
+            _ = sweep_tick.tick() => {
+                if maintenance.as_ref().is_some_and(|h| !h.is_finished()) {
+                    log::warn!("previous retention sweep still running; skipping this one");
+                } else {
+                    let (r, retention, resume) = (records.clone(), effective.retention.clone(), first_sweep);
+                    first_sweep = false;
+                    maintenance = Some(tokio::task::spawn_blocking(move || maintain(&r, &retention, resume)));
+                }
+            }
             r = &mut front_task => break Some(Failure::runtime(format!("admin front stopped unexpectedly: {r:?}"))),
             r = &mut sip_task => break Some(Failure::runtime(format!("SIP socket loop stopped unexpectedly: {r:?}"))),
         }
@@ -410,8 +474,15 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     let _ = tokio::time::timeout_at(deadline, &mut sip_task).await;
     sip_task.abort();
     let left = lifecycle.in_flight();
+    if let Some(h) = maintenance.take()
+        && tokio::time::timeout_at(deadline, h).await.is_err()
+    {
+        log::warn!("retention sweep still running at shutdown; it resumes at the next start");
+    }
+    drop(records);
     let stopped = tokio::task::spawn_blocking(move || {
         api.stop();
+        log_audit_head(&store);
         store.close();
     });
     if stopped.await.is_err() {
@@ -421,6 +492,35 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     match failure {
         Some(f) => Err(f),
         None => Ok(()),
+    }
+}
+
+/// Writes the audit chain's head to the log (journal): the external anchor for
+/// `vaultcall audit verify --checkpoint ID:HASH`.
+fn log_audit_head(store: &Store) {
+    match store.read(crate::store::audit::head) {
+        Ok(Some((id, hash))) => {
+            let h = hex::encode(hash);
+            log::info!(audit_head_id = id, audit_head_hash = h.as_str(), checkpoint = format!("{id}:{h}").as_str(); "audit log checkpoint")
+        }
+        Ok(None) => log::info!(audit_head_id = 0; "audit log checkpoint (empty log)"),
+        Err(e) => log::error!(error:% = e; "cannot read the audit log head"),
+    }
+}
+
+/// Background maintenance: finish interrupted erasures (first run only), then sweep.
+fn maintain(records: &Records, retention: &crate::config::RetentionConfig, resume: bool) {
+    if resume {
+        match records.resume_erasures() {
+            Ok(0) => {}
+            Ok(n) => log::warn!(count = n; "finished erasures interrupted by a previous stop"),
+            Err(e) => {
+                log::error!(error:% = e; "resuming interrupted erasures failed; retried at the next start")
+            }
+        }
+    }
+    if let Err(e) = records.retention_sweep(retention, unix_ms(SystemClock.wall())) {
+        log::error!(error:% = e; "retention sweep failed; retried tomorrow or at the next start");
     }
 }
 

@@ -83,6 +83,10 @@ pub struct Config {
     pub media: MediaConfig,
     /// Keys and encrypted storage.
     pub vault: VaultConfig,
+    /// How long personal data is kept.
+    pub retention: RetentionConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
 }
 
 /// Directories.
@@ -588,6 +592,8 @@ pub struct VaultConfig {
     /// Create the master key if it is missing (demo); production packages create it at install
     /// and set this to false so a lost key is an error, not a silent new key.
     pub create_master_key: bool,
+    /// Country calling code for numbers written without one (`138…`, `010…`), 1–3 digits.
+    pub default_country_code: String,
 }
 
 impl Default for VaultConfig {
@@ -595,6 +601,47 @@ impl Default for VaultConfig {
         Self {
             master_key_file: PathBuf::from("master.key"),
             create_master_key: true,
+            default_country_code: "86".to_owned(),
+        }
+    }
+}
+
+/// Retention periods per class of personal data, in days; 0 keeps the class until erasure.
+/// A daily sweep deletes what is older.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Call recordings (audio files), by creation time.
+    pub recordings_days: u32,
+    /// Transcripts: transcript files and the text of turns, by call start.
+    pub transcripts_days: u32,
+    /// Call metadata: call rows with their turns; subjects left with no data lose their key.
+    pub call_metadata_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            recordings_days: 180,
+            transcripts_days: 180,
+            call_metadata_days: 365,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often the chain's head (id and hash) is written to the journal, as an anchor that
+    /// `vaultcall audit verify --checkpoint` checks the database against.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: 3600,
         }
     }
 }
@@ -690,6 +737,47 @@ impl Config {
         nonempty_path("vault.master_key_file", &self.vault.master_key_file)?;
         self.validate_sip()?;
         self.media.validate(self.sip.listen)?;
+        let cc = &self.vault.default_country_code;
+        if cc.is_empty()
+            || cc.len() > 3
+            || !cc.bytes().all(|b| b.is_ascii_digit())
+            || cc.starts_with('0')
+        {
+            return Err(ConfigError::invalid(
+                "vault.default_country_code",
+                "allowed: 1 to 3 digits without a leading 0 or +, e.g. \"86\"",
+            ));
+        }
+        let r = &self.retention;
+        for (key, v) in [
+            ("retention.recordings_days", r.recordings_days),
+            ("retention.transcripts_days", r.transcripts_days),
+            ("retention.call_metadata_days", r.call_metadata_days),
+        ] {
+            range(key, u64::from(v), 0, 36_500)?;
+        }
+        if r.call_metadata_days != 0 {
+            for (key, v) in [
+                ("retention.recordings_days", r.recordings_days),
+                ("retention.transcripts_days", r.transcripts_days),
+            ] {
+                if v == 0 || v > r.call_metadata_days {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "{v} keeps data longer than retention.call_metadata_days ({}), whose expiry deletes it with the call; allowed: 1 to {}",
+                            r.call_metadata_days, r.call_metadata_days
+                        ),
+                    ));
+                }
+            }
+        }
+        range(
+            "audit.checkpoint_interval_secs",
+            self.audit.checkpoint_interval_secs,
+            10,
+            86_400,
+        )?;
         if self.sip.listen.port() == self.admin.listen.port()
             && self.sip.listen.port() != 0
             && self.sip.listen.ip() == self.admin.listen.ip()
@@ -1066,6 +1154,20 @@ mod tests {
         let c = Config::from_toml("[media]\nport_min = 40000\nport_max = 40003\n").unwrap();
         assert_eq!(c.media.port_pairs(), 2);
         assert_eq!(Config::default().media.port_pairs(), 5000);
+    }
+
+    #[test]
+    fn retention_periods_must_nest() {
+        let e = Config::from_toml("[retention]\nrecordings_days = 400\n").unwrap_err();
+        assert_eq!(e.key(), Some("retention.recordings_days"), "{e}");
+        assert!(
+            Config::from_toml(
+                "[retention]\nrecordings_days = 0\ntranscripts_days = 0\ncall_metadata_days = 0\n"
+            )
+            .is_ok()
+        );
+        let e = Config::from_toml("[vault]\ndefault_country_code = \"+86\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("vault.default_country_code"), "{e}");
     }
 
     #[test]

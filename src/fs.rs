@@ -31,10 +31,48 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Name of the lock file in the data directory that the daemon holds while it runs.
+pub const DAEMON_LOCK: &str = "vaultcall.lock";
+
+/// Takes an exclusive, non-blocking `flock` on `path` (created 0600 if missing). `Ok(None)`
+/// when another process holds it; the lock lasts as long as the returned file is open.
+pub fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(Some(f));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn lock_is_exclusive_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(DAEMON_LOCK);
+        let held = try_lock(&p).unwrap().expect("first lock");
+        assert!(try_lock(&p).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&p).unwrap().is_some());
+    }
 
     #[test]
     fn new_files_and_dirs_are_private_and_never_overwritten() {

@@ -15,9 +15,12 @@
 //!  [store]  SQLite (WAL), one writer   [admin] HTTP API + web page, TLS, roles
 //! ```
 //!
-//! Modules present today: [`config`], [`conversation`] (the call-script engine), [`scriptctl`],
-//! [`telemetry`], [`time`], [`ids`], [`store`],
-//! [`vault`] (master key), [`admin`], [`runtime`], [`app`].
+//! Modules present today: [`config`], [`telemetry`], [`time`], [`ids`], [`store`], [`vault`]
+//! (keys, the encrypted file format, receipts — no database), [`records`] (the vault composed
+//! with the store: subjects, recording, playback, erasure, retention, rotation),
+//! [`conversation`] (the call-script engine) and [`scriptctl`], [`sip`] (the SIP user agent),
+//! [`media`] (RTP), [`admin`], [`runtime`], [`app`]. `store` and `vault` depend only on plain
+//! modules; `records` is the one place that joins them (docs/vault.md).
 //!
 //! ## Two kinds of code
 //!
@@ -57,6 +60,7 @@ pub mod dial;
 pub mod fs;
 pub mod ids;
 pub mod media;
+pub mod records;
 pub mod runtime;
 pub mod scriptctl;
 pub mod sip;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use vaultcall::app::{self, ConfigSource, Failure, exit};
 use vaultcall::config::{Config, LogLevel, LogTarget};
+use vaultcall::records::cli as records;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +72,142 @@ enum Cmd {
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
+    },
+    /// Erase a data subject (crypto-shredding) and print the signed deletion receipt.
+    Erase {
+        /// The phone number, or `-` to read it from stdin (keeps it out of ps and shell history).
+        #[arg(
+            long,
+            conflicts_with = "subject_id",
+            required_unless_present = "subject_id"
+        )]
+        phone: Option<String>,
+        /// The data subject id instead of a number.
+        #[arg(long)]
+        subject_id: Option<i64>,
+        /// The bank's ticket reference (no personal data).
+        #[arg(long)]
+        ticket: String,
+        /// Why (no personal data).
+        #[arg(long)]
+        reason: String,
+        /// Write the receipt to this new file (0600) instead of stdout.
+        #[arg(long)]
+        receipt_out: Option<PathBuf>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a deletion receipt's signature offline.
+    VerifyReceipt {
+        /// The receipt file.
+        file: PathBuf,
+        /// The appliance's public key: the output of `keys show-public` (or a file holding it),
+        /// its 64 hex digits, or its PEM. Without it, the key stored in the local database.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Config file (to find the local database when --public-key is not given).
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Keys: the receipt-verification key, master-key rotation.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Retention of personal data.
+    Retention {
+        #[command(subcommand)]
+        cmd: RetentionCmd,
+    },
+    /// Development tools (synthetic calls for tests and demos).
+    #[command(hide = true)]
+    Dev {
+        #[command(subcommand)]
+        cmd: DevCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Print the Ed25519 public key that verifies deletion receipts.
+    ShowPublic {
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Re-wrap every data key under a new master key (daemon stopped); safe to interrupt and
+    /// run again. Creates the new key file (0600) if it does not exist, then replaces
+    /// vault.master_key_file with it, keeping the old key as <file>.retired-<id>.
+    Rotate {
+        /// The new master key file.
+        #[arg(long)]
+        new_key: PathBuf,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 500, hide = true)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain (and checkpoints from the journal); says where it breaks.
+    Verify {
+        /// A checkpoint `ID:HASH` from an "audit log checkpoint" journal line (repeatable).
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<String>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Export entries as JSON Lines for a SIEM.
+    Export {
+        /// Entries at or after this time: YYYY-MM-DD (UTC) or RFC 3339.
+        #[arg(long)]
+        since: String,
+        /// Write to this new file (0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCmd {
+    /// Run one retention sweep now (the daemon runs one at start and daily).
+    Sweep {
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCmd {
+    /// Record a synthetic call for the number on stdin through the vault.
+    Record {
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds of audio.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Delay after each 20 ms frame (20 = real time).
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
+        /// Transcript turns.
+        #[arg(long, default_value_t = 4)]
+        turns: u32,
     },
 }
 
@@ -290,6 +427,61 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 quiet_logging();
                 vaultcall::admin::cli::self_signed(&out_dir, &names, days)
             }
+        },
+        Cmd::Erase {
+            phone,
+            subject_id,
+            ticket,
+            reason,
+            receipt_out,
+            config,
+        } => records::erase(
+            &with_config(config)?,
+            phone.as_deref(),
+            subject_id,
+            &ticket,
+            &reason,
+            receipt_out.as_deref(),
+        ),
+        Cmd::VerifyReceipt {
+            file,
+            public_key,
+            config,
+        } => {
+            quiet_logging();
+            let cfg = match (&public_key, config) {
+                (None, c) => Some(app::load_config(&source(c))?),
+                (Some(_), _) => None,
+            };
+            records::verify_receipt(&file, public_key.as_deref(), cfg.as_ref())
+        }
+        Cmd::Keys { cmd } => match cmd {
+            KeysCmd::ShowPublic { config } => records::show_public(&with_config(config)?),
+            KeysCmd::Rotate {
+                new_key,
+                config,
+                batch_size,
+            } => records::rotate(&with_config(config)?, &new_key, batch_size),
+        },
+        Cmd::Audit { cmd } => match cmd {
+            AuditCmd::Verify {
+                checkpoints,
+                config,
+            } => vaultcall::admin::cli::audit_verify(&with_config(config)?, &checkpoints),
+            AuditCmd::Export { since, out, config } => {
+                vaultcall::admin::cli::audit_export(&with_config(config)?, &since, out.as_deref())
+            }
+        },
+        Cmd::Retention { cmd } => match cmd {
+            RetentionCmd::Sweep { config } => records::retention_sweep(&with_config(config)?),
+        },
+        Cmd::Dev { cmd } => match cmd {
+            DevCmd::Record {
+                config,
+                seconds,
+                pace_ms,
+                turns,
+            } => records::dev_record(&with_config(config)?, seconds, pace_ms, turns),
         },
     }
 }

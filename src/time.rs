@@ -118,9 +118,121 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m as u32, d as u32)
 }
 
+/// (year, month, day) to days since 1970-01-01 (the inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// RFC 3339 text for milliseconds since the epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    rfc3339(t)
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SS[.fff]Z` / `…±HH:MM` into
+/// milliseconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, d as u32);
+    if civil_from_days(days) != (y, mo as u32, d as u32) {
+        return None;
+    }
+    let mut ms = days * 86_400_000;
+    if b.len() == 10 {
+        return Some(ms);
+    }
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    ms += (h * 3600 + mi * 60 + sec) * 1000;
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let mut f = frac[..digits.min(3)].to_owned();
+        while f.len() < 3 {
+            f.push('0');
+        }
+        ms += f.parse::<i64>().ok()?;
+        rest = &frac[digits..];
+    }
+    match rest {
+        "Z" | "z" => Some(ms),
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            let off = (oh * 60 + om) * 60_000;
+            Some(if rest.starts_with('+') {
+                ms - off
+            } else {
+                ms + off
+            })
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_parses_what_it_prints() {
+        for ms in [0, 1_795_000_000_123, 951_782_400_000, -86_400_000] {
+            assert_eq!(parse_rfc3339(&rfc3339_ms(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-18"),
+            Some(1_795_000_000_123 - 40_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-18T19:06:40+08:00"),
+            Some(1_795_000_000_000)
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "yesterday",
+            "2026-11-18T25:00:00Z",
+            "2026-11-18T10:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_known_values() {

@@ -68,7 +68,10 @@ fn permission_table_in_docs_matches_the_code() {
 
 #[test]
 fn schema_doc_covers_every_table() {
-    let sql = read("src/store/migrations/0001_init.sql");
+    let sql: String = vaultcall::store::migrate::MIGRATIONS
+        .iter()
+        .map(|m| m.sql)
+        .collect();
     let doc = read("docs/schema.md");
     for line in sql.lines() {
         if let Some(rest) = line.strip_prefix("CREATE TABLE ") {

@@ -71,3 +71,16 @@ fn a_watchdog_meant_for_another_process_is_ignored() {
     );
     d.stop();
 }
+
+#[test]
+fn sigterm_right_after_ready_is_a_clean_stop() {
+    // systemd may stop the unit the moment it sees READY=1: the signal handlers must be in
+    // place by then (they once were installed just after READY, and such a SIGTERM killed the
+    // process without a drain).
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = test_config(tmp.path(), "", "");
+    for _ in 0..3 {
+        let mut d = Daemon::start_in(tmp.path(), &cfg);
+        d.stop();
+    }
+}

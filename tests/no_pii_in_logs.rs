@@ -114,3 +114,216 @@ fn a_session_leaves_no_personal_data_in_logs() {
         );
     }
 }
+
+/// The whole vault at trace level: calls with names, amounts and transcripts recorded, played,
+/// downloaded, erased through the API and the shell (number in a JSON body, on stdin and in
+/// argv), a bad number refused, receipts verified, retention swept, the audit log verified and
+/// exported, the master key rotated and the daemon restarted. No log line — the daemon's or any
+/// command's — and no audit export may contain a number, the name or what was said.
+#[test]
+fn a_vault_session_leaves_no_personal_data_in_logs() {
+    use common::{close_records, records, vaultcall, vaultcall_stdin};
+    use serde_json::json;
+    use vaultcall::vault::stream::TranscriptLine;
+
+    const OTHER: &str = "13900001111";
+    const THIRD: &str = "13700002222";
+    const PHRASES: [&str; 2] = ["我下周三一定还款", "逾期会影响征信"];
+    const AMOUNT: &str = "3280.55";
+
+    let mut d = Daemon::start("", "");
+    let admin = d.bootstrap();
+    let trace = d.req(
+        "PUT",
+        "/api/v1/log-level",
+        Some(&admin),
+        Some(r#"{"level":"trace"}"#),
+    );
+    assert_eq!(trace.status, 200);
+    let (dpo, op) = (d.token(&admin, "compliance"), d.token(&admin, "operator"));
+    let cfg = d.config.to_str().unwrap().to_owned();
+    let mut stderr = String::new();
+    let mut run = |args: &[&str], stdin: Option<&str>| {
+        let o = match stdin {
+            Some(s) => vaultcall_stdin(args, s),
+            None => vaultcall(args),
+        };
+        stderr.push_str(&String::from_utf8_lossy(&o.stderr));
+        o
+    };
+
+    let r = records(&d.config);
+    common::insert_task(&r, 1);
+    let s = r.ensure_subject(&r.normalize(PHONE).unwrap()).unwrap();
+    r.add_task_number(1, &s, &json!({"name": NAME, "amount": AMOUNT}))
+        .unwrap();
+    r.put_prompt(&s, &format!("{NAME}您好，{AMOUNT}"), &[1; 160])
+        .unwrap();
+    let call = r.start_call(&s, None).unwrap();
+    let mut t = r.start_transcript(&s, call).unwrap();
+    for (seq, text) in [
+        (1, format!("{NAME}您好")),
+        (2, PHRASES[0].into()),
+        (3, PHRASES[1].into()),
+    ] {
+        t.append_turn(
+            &TranscriptLine {
+                seq,
+                speaker: "customer".into(),
+                start_ms: 0,
+                end_ms: 1,
+                text,
+            },
+            None,
+        )
+        .unwrap();
+    }
+    let tid = t.id();
+    t.finish().unwrap();
+    drop(s);
+    close_records(r);
+    let o = run(
+        &["dev", "record", "--config", &cfg, "--seconds", "1"],
+        Some(&format!("{OTHER}\n")),
+    );
+    assert!(o.status.success());
+
+    assert_eq!(
+        d.get(&format!("/api/v1/recordings/{}/content", tid.0), Some(&op))
+            .status,
+        200
+    );
+    assert_eq!(
+        d.get(
+            &format!("/api/v1/recordings/{}/content?download=1", tid.0),
+            Some(&op)
+        )
+        .status,
+        200
+    );
+    assert_eq!(d.get("/api/v1/calls/2/recordings", Some(&op)).status, 200);
+    let bad = json!({"phone": format!("{PHONE}x{NAME}"), "reason": "r", "ticket": "t"}).to_string();
+    assert_eq!(
+        d.req("POST", "/api/v1/erasure-requests", Some(&dpo), Some(&bad))
+            .status,
+        400
+    );
+    let body = json!({"phone": PHONE, "reason": "customer request", "ticket": "DPO-1"}).to_string();
+    let e = d.req("POST", "/api/v1/erasure-requests", Some(&dpo), Some(&body));
+    assert_eq!(e.status, 201);
+    let uid = e.json()["request_id"].as_str().unwrap().to_owned();
+    let receipt = d.get(
+        &format!("/api/v1/erasure-requests/{uid}/receipt"),
+        Some(&dpo),
+    );
+    let rfile = d.dir.join("r.json");
+    std::fs::write(&rfile, &receipt.body).unwrap();
+    assert!(
+        run(
+            &["verify-receipt", rfile.to_str().unwrap(), "--config", &cfg],
+            None
+        )
+        .status
+        .success()
+    );
+    let o = run(
+        &[
+            "erase",
+            "--config",
+            &cfg,
+            "--phone",
+            OTHER,
+            "--ticket",
+            "DPO-2",
+            "--reason",
+            "customer request",
+        ],
+        None,
+    );
+    assert!(o.status.success());
+    let o = run(
+        &[
+            "erase", "--config", &cfg, "--phone", "-", "--ticket", "DPO-3", "--reason", "r",
+        ],
+        Some(&format!("{THIRD}\n")),
+    );
+    assert!(o.status.success());
+    let o = run(
+        &[
+            "erase",
+            "--config",
+            &cfg,
+            "--phone",
+            &format!("{NAME}{PHONE}"),
+            "--ticket",
+            "DPO-4",
+            "--reason",
+            "r",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        run(&["retention", "sweep", "--config", &cfg], None)
+            .status
+            .success()
+    );
+    assert!(
+        run(&["audit", "verify", "--config", &cfg], None)
+            .status
+            .success()
+    );
+    let export = run(
+        &["audit", "export", "--config", &cfg, "--since", "2000-01-01"],
+        None,
+    );
+    assert!(export.status.success());
+    assert!(
+        run(&["keys", "show-public", "--config", &cfg], None)
+            .status
+            .success()
+    );
+    d.stop();
+    let new_key = d.dir.join("next.key");
+    let o = run(
+        &[
+            "keys",
+            "rotate",
+            "--config",
+            &cfg,
+            "--new-key",
+            new_key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let mut d = Daemon::start_in(&d.dir.clone(), &text);
+    d.stop();
+
+    let log = d.log_text();
+    assert!(
+        log.contains("erasure finished") && log.contains("retention sweep finished"),
+        "{log}"
+    );
+    let export = String::from_utf8(export.stdout).unwrap();
+    for (what, text) in [
+        ("daemon log", &log),
+        ("command stderr", &stderr),
+        ("audit export", &export),
+    ] {
+        for line in text.lines() {
+            for needle in [
+                PHONE, OTHER, THIRD, NAME, PHRASES[0], PHRASES[1], AMOUNT, "138-1234", "1381234",
+            ] {
+                assert!(!line.contains(needle), "{what} contains {needle}: {line}");
+            }
+            if what != "audit export" {
+                assert!(
+                    phone_like(line).is_none(),
+                    "phone-like digits in {what}: {line}"
+                );
+            }
+        }
+    }
+}

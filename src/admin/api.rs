@@ -5,6 +5,7 @@
 //! (403) → draining (503 for changes) → handler. Errors are JSON:
 //! `{"error": {"code": "…", "message": "…"}}`.
 
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -80,7 +81,6 @@ pub struct ApiRequest {
 }
 
 /// A response to send.
-#[derive(Debug, Clone)]
 pub struct ApiResponse {
     /// Status code.
     pub status: u16,
@@ -92,16 +92,30 @@ pub struct ApiResponse {
     pub body: Vec<u8>,
     /// Route label for metrics (bounded set).
     pub route: &'static str,
+    /// A streamed body and its exact length, sent instead of `body` (decrypted playback).
+    pub stream: Option<(Box<dyn Read + Send>, u64)>,
+}
+
+impl std::fmt::Debug for ApiResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("status", &self.status)
+            .field("route", &self.route)
+            .field("body_len", &self.body.len())
+            .field("stream_len", &self.stream.as_ref().map(|(_, n)| *n))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiResponse {
-    fn json(status: u16, v: &Value) -> Self {
+    pub(super) fn json(status: u16, v: &Value) -> Self {
         Self {
             status,
             content_type: "application/json; charset=utf-8",
             headers: Vec::new(),
             body: v.to_string().into_bytes(),
             route: "unmatched",
+            stream: None,
         }
     }
 
@@ -112,6 +126,7 @@ impl ApiResponse {
             headers: Vec::new(),
             body: Vec::new(),
             route: "unmatched",
+            stream: None,
         }
     }
 
@@ -135,7 +150,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -144,11 +159,11 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "bad_request", message)
     }
 
-    fn not_found() -> Self {
+    pub(super) fn not_found() -> Self {
         Self::new(404, "not_found", "no such resource")
     }
 
@@ -207,6 +222,14 @@ enum Route {
     ScriptVersion(String, String),
     ScriptPublish(String),
     Trunks,
+    AuditHead,
+    ErasureCreate,
+    ErasureList,
+    ErasureGet(String),
+    ErasureReceipt(String),
+    ReceiptKey,
+    CallRecordings(i64),
+    RecordingContent(i64),
 }
 
 impl Route {
@@ -229,6 +252,13 @@ impl Route {
             Self::ScriptVersion(..) => "/api/v1/scripts/{key}/versions/{n}",
             Self::ScriptPublish(_) => "/api/v1/scripts/{key}/publish",
             Self::Trunks => "/api/v1/trunks",
+            Self::AuditHead => "/api/v1/audit/head",
+            Self::ErasureCreate | Self::ErasureList => "/api/v1/erasure-requests",
+            Self::ErasureGet(_) => "/api/v1/erasure-requests/{id}",
+            Self::ErasureReceipt(_) => "/api/v1/erasure-requests/{id}/receipt",
+            Self::ReceiptKey => "/api/v1/receipt-key",
+            Self::CallRecordings(_) => "/api/v1/calls/{id}/recordings",
+            Self::RecordingContent(_) => "/api/v1/recordings/{id}/content",
         }
     }
 
@@ -244,13 +274,19 @@ impl Route {
                 Some(Permission::TokensManage)
             }
             Self::LogLevelSet | Self::Reload => Some(Permission::ConfigManage),
-            Self::AuditList | Self::AuditVerify => Some(Permission::AuditRead),
+            Self::AuditList | Self::AuditVerify | Self::AuditHead => Some(Permission::AuditRead),
             Self::ScriptsList
             | Self::ScriptsValidate
             | Self::ScriptVersions(_)
             | Self::ScriptVersion(..) => Some(Permission::ScriptsRead),
             Self::ScriptsImport => Some(Permission::ScriptsWrite),
             Self::ScriptPublish(_) => Some(Permission::ScriptsPublish),
+            Self::ErasureCreate => Some(Permission::ErasureRequest),
+            Self::ErasureList | Self::ErasureGet(_) | Self::ErasureReceipt(_) => {
+                Some(Permission::ErasureRead)
+            }
+            Self::ReceiptKey => Some(Permission::StatusRead),
+            Self::CallRecordings(_) | Self::RecordingContent(_) => Some(Permission::RecordingsPlay),
         }
     }
 }
@@ -307,6 +343,25 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
             by_method(&[(Post, Route::ScriptPublish((*key).to_owned()))])
         }
         ["api", "v1", "trunks"] => by_method(&[(Get, Route::Trunks)]),
+        ["api", "v1", "audit", "head"] => by_method(&[(Get, Route::AuditHead)]),
+        ["api", "v1", "erasure-requests"] => {
+            by_method(&[(Get, Route::ErasureList), (Post, Route::ErasureCreate)])
+        }
+        ["api", "v1", "erasure-requests", id] => {
+            by_method(&[(Get, Route::ErasureGet((*id).to_owned()))])
+        }
+        ["api", "v1", "erasure-requests", id, "receipt"] => {
+            by_method(&[(Get, Route::ErasureReceipt((*id).to_owned()))])
+        }
+        ["api", "v1", "receipt-key"] => by_method(&[(Get, Route::ReceiptKey)]),
+        ["api", "v1", "calls", id, "recordings"] => match id.parse() {
+            Ok(n) => by_method(&[(Get, Route::CallRecordings(n))]),
+            Err(_) => Err(ApiError::not_found()),
+        },
+        ["api", "v1", "recordings", id, "content"] => match id.parse() {
+            Ok(n) => by_method(&[(Get, Route::RecordingContent(n))]),
+            Err(_) => Err(ApiError::not_found()),
+        },
         _ => Err(ApiError::not_found()),
     }
 }
@@ -501,6 +556,7 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
             headers: Vec::new(),
             body: crate::telemetry::metrics::global().render().into_bytes(),
             route: label,
+            stream: None,
         }),
         (_, None) => Err(ApiError::unauthorized()),
         (Route::Status, Some(_)) => status(ctx),
@@ -515,7 +571,17 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::LogLevelSet, Some(c)) => log_level_set(ctx, &c, &req.body),
         (Route::Reload, Some(c)) => reload(ctx, &c),
         (Route::AuditList, Some(_)) => audit_list(ctx, &req.query),
-        (Route::AuditVerify, Some(_)) => audit_verify(ctx),
+        (Route::AuditVerify, Some(c)) => audit_verify(ctx, &c),
+        (Route::AuditHead, Some(_)) => audit_head(ctx),
+        (Route::ErasureCreate, Some(c)) => super::vault_api::erasure_create(ctx, &c, &req.body),
+        (Route::ErasureList, Some(_)) => super::vault_api::erasure_list(ctx, &req.query),
+        (Route::ErasureGet(id), Some(_)) => super::vault_api::erasure_get(ctx, id),
+        (Route::ErasureReceipt(id), Some(c)) => super::vault_api::erasure_receipt(ctx, &c, id),
+        (Route::ReceiptKey, Some(_)) => super::vault_api::receipt_key(ctx),
+        (Route::CallRecordings(id), Some(_)) => super::vault_api::call_recordings(ctx, *id),
+        (Route::RecordingContent(id), Some(c)) => {
+            super::vault_api::recording_content(ctx, &c, *id, &req.query)
+        }
         (Route::ScriptsList, Some(_)) => scripts_list(ctx),
         (Route::ScriptsImport, Some(c)) => script_import(ctx, &c, &req.body),
         (Route::ScriptsValidate, Some(_)) => script_validate(&req.body),
@@ -534,28 +600,56 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
     r.map(|r| r.with_route(label)).map_err(|e| (label, e))
 }
 
-/// Records a 403 in the audit log (who tried what).
-fn deny(ctx: &AdminContext, c: &Caller, req: &ApiRequest, label: &'static str) {
-    let entry_actor = c.token_id.clone();
-    let role = c.role.as_str();
-    let action = format!("{} {label}", req.method.as_str());
-    let at_ms = unix_ms(ctx.clock.wall());
-    let res = ctx.store.write(move |conn| {
+/// Appends an audit entry for an action by `c` in its own transaction.
+pub(super) fn append_audit(
+    ctx: &AdminContext,
+    c: &Caller,
+    action: String,
+    object: Option<String>,
+    result: &'static str,
+    detail: Value,
+) -> Result<(), StoreError> {
+    let (actor, role, at_ms) = (
+        c.token_id.clone(),
+        c.role.as_str(),
+        unix_ms(ctx.clock.wall()),
+    );
+    ctx.store.write(move |conn| {
         audit::append(
             conn,
             &audit::NewEntry {
                 at_ms,
-                actor: &entry_actor,
+                actor: &actor,
                 role: Some(role),
                 action: &action,
-                object: None,
-                result: "denied",
-                detail: json!({}),
+                object: object.as_deref(),
+                result,
+                detail,
             },
         )
         .map(|_| ())
-    });
-    if let Err(e) = res {
+    })
+}
+
+/// [`append_audit`] for a read or an outcome that has happened already: a failure to audit
+/// is logged, not returned.
+pub(super) fn record(
+    ctx: &AdminContext,
+    c: &Caller,
+    action: &'static str,
+    object: Option<String>,
+    result: &'static str,
+    detail: Value,
+) {
+    if let Err(e) = append_audit(ctx, c, action.to_owned(), object, result, detail) {
+        log::error!(error:% = e, action = action; "could not append to the audit log");
+    }
+}
+
+/// Records a 403 in the audit log (who tried what).
+fn deny(ctx: &AdminContext, c: &Caller, req: &ApiRequest, label: &'static str) {
+    let action = format!("{} {label}", req.method.as_str());
+    if let Err(e) = append_audit(ctx, c, action, None, "denied", json!({})) {
         log::warn!(error:% = e; "could not audit a denied request");
     }
 }
@@ -608,7 +702,7 @@ fn whoami(c: &Caller) -> ApiResponse {
     )
 }
 
-fn opt_time(ms: Option<i64>) -> Value {
+pub(super) fn opt_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |m| Value::String(rfc3339(ms_to_system(m))))
 }
 
@@ -652,7 +746,7 @@ struct CreateToken {
     expires_in_days: Option<u32>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -750,24 +844,14 @@ fn log_level_set(ctx: &AdminContext, c: &Caller, body: &[u8]) -> Result<ApiRespo
     let previous = crate::telemetry::level();
     crate::telemetry::set_level(level);
     log::warn!(from = previous.as_str(), to = level.as_str(), token_id = c.token_id.as_str(); "log level changed through the admin API");
-    let at_ms = unix_ms(ctx.clock.wall());
-    let actor = c.token_id.clone();
-    let role = c.role.as_str();
-    ctx.store.write(move |conn| {
-        audit::append(
-            conn,
-            &audit::NewEntry {
-                at_ms,
-                actor: &actor,
-                role: Some(role),
-                action: "log_level.set",
-                object: None,
-                result: "ok",
-                detail: json!({"from": previous.as_str(), "to": level.as_str()}),
-            },
-        )
-        .map(|_| ())
-    })?;
+    append_audit(
+        ctx,
+        c,
+        "log_level.set".into(),
+        None,
+        "ok",
+        json!({"from": previous.as_str(), "to": level.as_str()}),
+    )?;
     Ok(ApiResponse::json(
         200,
         &json!({"level": level.as_str(), "previous": previous.as_str()}),
@@ -780,31 +864,15 @@ fn reload(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
         .as_ref()
         .and_then(|h| h.reload_blocking())
         .ok_or_else(|| ApiError::new(503, "unavailable", "reload is not available"))?;
-    let at_ms = unix_ms(ctx.clock.wall());
-    let actor = c.token_id.clone();
-    let role = c.role.as_str();
     let ok = report.error.is_none();
     let detail = serde_json::to_value(&report).unwrap_or(Value::Null);
-    ctx.store.write(move |conn| {
-        audit::append(
-            conn,
-            &audit::NewEntry {
-                at_ms,
-                actor: &actor,
-                role: Some(role),
-                action: "config.reload",
-                object: None,
-                result: if ok { "ok" } else { "failed" },
-                detail,
-            },
-        )
-        .map(|_| ())
-    })?;
+    let result = if ok { "ok" } else { "failed" };
+    append_audit(ctx, c, "config.reload".into(), None, result, detail)?;
     let body = serde_json::to_value(&report).unwrap_or(Value::Null);
     Ok(ApiResponse::json(if ok { 200 } else { 422 }, &body))
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -812,12 +880,13 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
+/// `after` (a row id, default 0) and `limit` (1–1000, default 100) of a list request.
+pub(super) fn paging(query: &str) -> Result<(i64, usize), ApiError> {
     let after = match query_param(query, "after") {
         None => 0,
         Some(v) => v
             .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("after: an entry id"))?,
+            .map_err(|_| ApiError::bad_request("after: an id"))?,
     };
     let limit = match query_param(query, "limit") {
         None => 100,
@@ -827,6 +896,11 @@ fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> 
             .filter(|l| (1..=1000).contains(l))
             .ok_or_else(|| ApiError::bad_request("limit: allowed 1 to 1000"))?,
     };
+    Ok((after, limit))
+}
+
+fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> {
+    let (after, limit) = paging(query)?;
     let entries = ctx.store.read(move |c| audit::page(c, after, limit))?;
     let next = entries.last().map(|e| e.id.0);
     Ok(ApiResponse::json(
@@ -835,8 +909,31 @@ fn audit_list(ctx: &AdminContext, query: &str) -> Result<ApiResponse, ApiError> 
     ))
 }
 
-fn audit_verify(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+fn audit_head(ctx: &AdminContext) -> Result<ApiResponse, ApiError> {
+    let head = ctx.store.read(audit::head)?;
+    Ok(ApiResponse::json(
+        200,
+        &match head {
+            Some((id, hash)) => {
+                let h = hex::encode(hash);
+                json!({"id": id, "hash": h, "checkpoint": format!("{id}:{h}")})
+            }
+            None => json!({"id": null, "hash": null, "checkpoint": null}),
+        },
+    ))
+}
+
+fn audit_verify(ctx: &AdminContext, c: &Caller) -> Result<ApiResponse, ApiError> {
     let v = ctx.store.read(audit::verify)?;
+    let intact = v.is_ok();
+    record(
+        ctx,
+        c,
+        "audit.verify",
+        None,
+        if intact { "ok" } else { "broken" },
+        json!({}),
+    );
     Ok(ApiResponse::json(
         200,
         &match v {

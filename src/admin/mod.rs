@@ -13,6 +13,7 @@ pub mod cli;
 pub mod front;
 pub mod server;
 pub mod tls;
+mod vault_api;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -92,4 +93,6 @@ pub struct AdminContext {
     pub touched: Mutex<HashMap<String, Instant>>,
     /// The SIP endpoint, for trunk status; `None` in tests without one.
     pub sip: Option<crate::runtime::sip_endpoint::EndpointHandle>,
+    /// The records service (erasure, playback); `None` only in tests without a vault.
+    pub records: Option<Arc<crate::records::Records>>,
 }

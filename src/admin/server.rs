@@ -182,6 +182,7 @@ fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
                 br#"{"error":{"code":"body_too_large","message":"the request body is too large"}}"#
                     .to_vec(),
             route: "unmatched",
+            stream: None,
         }
     } else {
         api::handle(ctx, &api_req)
@@ -197,10 +198,10 @@ fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
         .with(&[resp.route])
         .observe(took.as_secs_f64());
     log::debug!(method = method.as_str(), route = resp.route, status = resp.status; "admin request");
-    let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+    let mut headers = Vec::with_capacity(resp.headers.len() + 2);
     let mut add = |name: &str, value: &str| {
         if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            out.add_header(h);
+            headers.push(h);
         }
     };
     add("Content-Type", resp.content_type);
@@ -208,7 +209,27 @@ fn serve(ctx: &AdminContext, mut req: tiny_http::Request) {
     for (k, v) in &resp.headers {
         add(k, v);
     }
-    if let Err(e) = req.respond(out) {
+    let status = tiny_http::StatusCode(resp.status);
+    // A streamed body (decrypted playback) goes out as it is read, always with its exact
+    // Content-Length (never chunked): if reading fails midway the connection is closed and the
+    // client sees a body shorter than announced, not a well-terminated one.
+    let sent = match resp.stream {
+        Some((reader, len)) => req.respond(
+            tiny_http::Response::new(status, headers, reader, usize::try_from(len).ok(), None)
+                .with_chunked_threshold(usize::MAX),
+        ),
+        None => {
+            let len = resp.body.len();
+            req.respond(tiny_http::Response::new(
+                status,
+                headers,
+                std::io::Cursor::new(resp.body),
+                Some(len),
+                None,
+            ))
+        }
+    };
+    if let Err(e) = sent {
         log::debug!(error:% = e; "admin response not delivered");
     }
 }

@@ -136,22 +136,99 @@ pub fn page(c: &Connection, after: i64, limit: usize) -> Result<Vec<Entry>, Stor
          FROM audit_log WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = st
-        .query_map(params![after, limit as i64], |r| {
-            Ok(Entry {
-                id: AuditId(r.get(0)?),
-                at_ms: r.get(1)?,
-                actor: r.get(2)?,
-                role: r.get(3)?,
-                action: r.get(4)?,
-                object: r.get(5)?,
-                result: r.get(6)?,
-                detail_json: r.get(7)?,
-                prev_hash: r.get(8)?,
-                hash: r.get(9)?,
-            })
-        })?
+        .query_map(params![after, limit as i64], entry_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// The last entry's id and hash (the head of the chain), if any.
+pub fn head(c: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    Ok(c.query_row(
+        "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
+}
+
+/// Entries with id greater than `after` and `at_ms >= since_ms`, oldest first, at most
+/// `limit` (for exports).
+pub fn page_since(
+    c: &Connection,
+    after: i64,
+    since_ms: i64,
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut st = c.prepare(
+        "SELECT id, at_ms, actor, role, action, object, result, detail_json, prev_hash, hash
+         FROM audit_log WHERE id > ?1 AND at_ms >= ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let rows = st
+        .query_map(params![after, since_ms, limit as i64], entry_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        id: AuditId(r.get(0)?),
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        role: r.get(3)?,
+        action: r.get(4)?,
+        object: r.get(5)?,
+        result: r.get(6)?,
+        detail_json: r.get(7)?,
+        prev_hash: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}
+
+/// A head recorded earlier (in the journal): entry `id` had hash `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Entry id.
+    pub id: i64,
+    /// Its hash.
+    pub hash: [u8; 32],
+}
+
+impl Checkpoint {
+    /// Parses `ID:HEX` as written in the checkpoint log line.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (id, h) = s.split_once(':')?;
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(h.trim(), &mut hash).ok()?;
+        Some(Self {
+            id: id.trim().parse().ok()?,
+            hash,
+        })
+    }
+}
+
+/// How a checkpoint compares with the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointVerdict {
+    /// The entry exists with that hash.
+    Matches,
+    /// The entry exists with another hash: the chain was rewritten from there or earlier.
+    Differs,
+    /// No such entry: the log was cut back (entries deleted from the end).
+    Missing,
+}
+
+/// Compares a checkpoint with the stored chain.
+pub fn check_checkpoint(c: &Connection, cp: &Checkpoint) -> Result<CheckpointVerdict, StoreError> {
+    let h: Option<Vec<u8>> = c
+        .query_row("SELECT hash FROM audit_log WHERE id = ?1", [cp.id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match h {
+        None => CheckpointVerdict::Missing,
+        Some(h) if h[..] == cp.hash[..] => CheckpointVerdict::Matches,
+        Some(_) => CheckpointVerdict::Differs,
+    })
 }
 
 /// Where the chain first breaks.
@@ -280,6 +357,53 @@ mod tests {
                 expected_id: 2
             })
         );
+    }
+
+    #[test]
+    fn checkpoints_catch_a_rewritten_or_shortened_chain() {
+        let c = db();
+        let (id, hash) = head(&c).unwrap().unwrap();
+        let cp = Checkpoint::parse(&format!("{id}:{}", hex::encode(&hash))).unwrap();
+        assert_eq!(
+            check_checkpoint(&c, &cp).unwrap(),
+            CheckpointVerdict::Matches
+        );
+        // Someone with write access rewrites entry 5 and recomputes its hash: the chain
+        // verifies, the checkpoint does not.
+        let e = page(&c, 4, 1).unwrap().remove(0);
+        let forged = entry_hash(
+            &e.prev_hash,
+            5,
+            e.at_ms,
+            &e.actor,
+            e.role.as_deref(),
+            "token.revoke",
+            e.object.as_deref(),
+            &e.result,
+            &e.detail_json,
+        );
+        c.execute(
+            "UPDATE audit_log SET action = 'token.revoke', hash = ?1 WHERE id = 5",
+            [&forged[..]],
+        )
+        .unwrap();
+        assert_eq!(verify(&c).unwrap(), Ok(5));
+        assert_eq!(
+            check_checkpoint(&c, &cp).unwrap(),
+            CheckpointVerdict::Differs
+        );
+        c.execute("DELETE FROM audit_log WHERE id = 5", []).unwrap();
+        assert_eq!(
+            verify(&c).unwrap(),
+            Ok(4),
+            "a cut tail is invisible to the chain alone"
+        );
+        assert_eq!(
+            check_checkpoint(&c, &cp).unwrap(),
+            CheckpointVerdict::Missing
+        );
+        assert!(Checkpoint::parse("5:zz").is_none());
+        assert_eq!(page_since(&c, 0, 3, 10).unwrap().len(), 1);
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "script_versions_immutable",
         sql: include_str!("migrations/0002_script_versions_immutable.sql"),
     },
+    Migration {
+        version: 3,
+        name: "vault",
+        sql: include_str!("migrations/0003_vault.sql"),
+    },
 ];
 
 /// The schema version this binary produces.
@@ -135,7 +140,9 @@ mod tests {
         let t = tables(&c);
         for want in [
             "admin_tokens",
+            "appliance_keys",
             "audit_log",
+            "key_rotations",
             "calls",
             "deletion_receipts",
             "recordings",
@@ -179,14 +186,8 @@ mod tests {
         migrate(&mut c, MIGRATIONS, 1).unwrap();
         let err = migrate(&mut c, &[], 1).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-        let edited = [
-            Migration {
-                version: 1,
-                name: "init",
-                sql: "CREATE TABLE x (y INTEGER);",
-            },
-            MIGRATIONS[1],
-        ];
+        let mut edited = MIGRATIONS.to_vec();
+        edited[0].sql = "CREATE TABLE x (y INTEGER);";
         let err = migrate(&mut c, &edited, 1).unwrap_err();
         assert!(
             matches!(err, StoreError::MigrationMismatch { version: 1, .. }),

@@ -9,8 +9,11 @@
 //! `secure_delete` on (erased rows are overwritten, not left in free pages).
 
 pub mod audit;
+pub mod calls;
+pub mod erasure;
 pub mod migrate;
 pub mod scripts;
+pub mod subjects;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +106,8 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 enum Msg {
     Write(Job),
     Ping(oneshot::Sender<()>),
+    /// `PRAGMA wal_checkpoint(TRUNCATE)` between transactions.
+    Checkpoint(oneshot::Sender<Result<WalCheckpoint, StoreError>>),
     /// Refuse new jobs, finish the queued ones, checkpoint, exit.
     Shutdown,
 }
@@ -258,10 +263,11 @@ impl Store {
         size(&self.path) + size(Path::new(&wal))
     }
 
-    fn job<R, F>(f: F) -> (Job, oneshot::Receiver<Result<R, StoreError>>)
+    fn job<R, E, F>(f: F) -> (Job, oneshot::Receiver<Result<R, E>>)
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -269,7 +275,7 @@ impl Store {
             let ok = res.is_ok();
             let finish: Finish = Box::new(move |commit_err| {
                 let out = match commit_err {
-                    Some(e) if ok => Err(StoreError::Commit(e.to_string())),
+                    Some(e) if ok => Err(E::from(StoreError::Commit(e.to_string()))),
                     _ => res,
                 };
                 let _ = reply.send(out);
@@ -279,6 +285,37 @@ impl Store {
         (job, rx)
     }
 
+    /// Like [`Store::write`] for closures with their own error type: an `Err` rolls the job's
+    /// changes back, as with `StoreError`. For modules that mix queries with checks of their
+    /// own (decrypting, validating) inside one transaction.
+    pub fn write_with<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    {
+        let (job, rx) = Self::job(f);
+        self.metrics.queue_depth.add(1);
+        if self.tx.blocking_send(Msg::Write(job)).is_err() {
+            self.metrics.queue_depth.add(-1);
+            return Err(StoreError::Closed.into());
+        }
+        rx.blocking_recv()
+            .map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Copies the WAL into the database and truncates it to zero bytes, so that old page
+    /// images (for example a data key destroyed by an erasure) do not linger in the WAL.
+    /// Other connections reading at that moment can keep the WAL from being reset; the result
+    /// says whether it was.
+    pub fn checkpoint_truncate(&self) -> Result<WalCheckpoint, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Checkpoint(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
     /// Runs `f` in the writer's transaction and waits until it is committed. For threads
     /// outside the async runtime (admin workers, CLI).
     pub fn write<R, F>(&self, f: F) -> Result<R, StoreError>
@@ -286,13 +323,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let (job, rx) = Self::job(f);
-        self.metrics.queue_depth.add(1);
-        if self.tx.blocking_send(Msg::Write(job)).is_err() {
-            self.metrics.queue_depth.add(-1);
-            return Err(StoreError::Closed);
-        }
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+        self.write_with(f)
     }
 
     /// The async form of [`Store::write`], for tokio tasks.
@@ -301,7 +332,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let (job, rx) = Self::job(f);
+        let (job, rx) = Self::job::<R, StoreError, F>(f);
         self.metrics.queue_depth.add(1);
         if self.tx.send(Msg::Write(job)).await.is_err() {
             self.metrics.queue_depth.add(-1);
@@ -390,8 +421,29 @@ fn restrict_mode(path: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// Result of a WAL checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalCheckpoint {
+    /// Whether every frame was copied and the WAL truncated (no reader was in the way).
+    pub complete: bool,
+    /// Frames in the WAL before the checkpoint.
+    pub wal_frames: i64,
+}
+
+fn checkpoint(conn: &Connection) -> Result<WalCheckpoint, StoreError> {
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(WalCheckpoint {
+        complete: busy == 0 && log == done,
+        wal_frames: log,
+    })
+}
+
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, m: &StoreMetrics) {
     let mut pings = Vec::new();
+    let mut checkpoints = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -399,6 +451,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, m: &StoreMetri
             match msg {
                 Msg::Write(j) => jobs.push(j),
                 Msg::Ping(p) => pings.push(p),
+                Msg::Checkpoint(c) => checkpoints.push(c),
                 Msg::Shutdown => rx.close(),
             }
             if jobs.len() < MAX_BATCH {
@@ -411,6 +464,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, m: &StoreMetri
         }
         for p in pings.drain(..) {
             let _ = p.send(());
+        }
+        for c in checkpoints.drain(..) {
+            let _ = c.send(checkpoint(&conn));
         }
     }
     // Closed and drained (or every sender is gone): shutting down.

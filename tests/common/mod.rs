@@ -200,6 +200,14 @@ impl Daemon {
             .expect("run vaultcall")
     }
 
+    /// Creates a token of `role` with the admin token; returns the bearer.
+    pub fn token(&self, admin: &str, role: &str) -> String {
+        let body = format!(r#"{{"name":"{role} token","role":"{role}"}}"#);
+        let r = self.req("POST", "/api/v1/tokens", Some(admin), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().expect("token").to_owned()
+    }
+
     /// Creates the first admin token with the CLI.
     pub fn bootstrap(&self) -> String {
         let out = self.cli(&["admin", "bootstrap", "--token-only"]);
@@ -331,4 +339,80 @@ pub fn vaultcall(args: &[&str]) -> std::process::Output {
         .env_remove("VAULTCALL_CONFIG")
         .output()
         .expect("run vaultcall")
+}
+
+/// The records service on a test daemon's data directory, opened in this process the way the
+/// CLI opens it (same config, same master key).
+pub fn records(config: &Path) -> vaultcall::records::Records {
+    let cfg = vaultcall::config::Config::load(config).expect("config");
+    vaultcall::records::cli::open_records(&cfg).unwrap_or_else(|f| panic!("{}", f.message))
+}
+
+/// Creates task `id` (running) so task numbers can be added to it.
+pub fn insert_task(r: &vaultcall::records::Records, id: i64) {
+    r.store()
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO tasks (id, name, status, created_at_ms, updated_at_ms) VALUES (?1, 'test task', 'running', 1, 1)",
+                [id],
+            )?;
+            Ok(())
+        })
+        .expect("insert task");
+}
+
+/// Closes a records service opened with [`records`].
+pub fn close_records(r: vaultcall::records::Records) {
+    r.store().clone().close();
+}
+
+/// Runs the binary with `args` and `stdin` as its standard input.
+pub fn vaultcall_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("VAULTCALL_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vaultcall");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Every file under `dir` whose bytes contain one of `needles`: (path, needle label).
+pub fn find_bytes(dir: &Path, needles: &[(String, Vec<u8>)]) -> Vec<(PathBuf, String)> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                for (label, n) in needles {
+                    if !n.is_empty() && bytes.windows(n.len()).any(|w| w == &n[..]) {
+                        hits.push((p.clone(), label.clone()));
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Ways a text can be stored: UTF-8, UTF-16 LE and BE.
+pub fn encodings(label: &str, text: &str) -> Vec<(String, Vec<u8>)> {
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    vec![
+        (format!("{label} utf-8"), text.as_bytes().to_vec()),
+        (format!("{label} utf-16le"), le),
+        (format!("{label} utf-16be"), be),
+    ]
 }
