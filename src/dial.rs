@@ -1,6 +1,12 @@
 //! `vaultcall dial`: one test call through a trunk, for operators bringing up a trunk. Plays a
-//! WAV file when answered, records both legs to a stereo WAV (left customer, right robot),
-//! and prints the SIP flow, the outcome with its status code, and media statistics.
+//! WAV file when answered, records both legs (left customer, right robot) into the encrypted
+//! vault, and prints the SIP flow, the outcome with its status code, and media statistics.
+//!
+//! The call goes through the same records as a campaign call: the number is normalised, a
+//! suppressed (erased or do-not-call) number is never dialled (status code 11), the callee
+//! becomes a data subject, the call gets its row with the outcome, and the recording is sealed
+//! chunk by chunk as it is produced. `--record-wav` additionally writes an unencrypted WAV, for
+//! bringing up a trunk in a lab with a test line only.
 //!
 //! The callee's number is personal data: the printed flow shows it as a keyed hash.
 
@@ -12,9 +18,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{Failure, exit};
-use crate::config::Config;
+use crate::config::{Config, TrunkConfig};
 use crate::media::dtmf::DtmfNotice;
 use crate::media::session::MediaEvent;
+use crate::runtime::recording::VaultSink;
 use crate::runtime::rtp_io::{
     MediaEndpoint, MediaHandle, PortPool, random_seeds, record, wav_file_sink,
 };
@@ -35,8 +42,10 @@ pub struct DialArgs {
     pub trunk: Option<String>,
     /// WAV to play when answered.
     pub play: Option<PathBuf>,
-    /// Stereo WAV to record.
-    pub record: Option<PathBuf>,
+    /// Record into the vault (encrypted).
+    pub record: bool,
+    /// Also write an unencrypted stereo WAV (lab use with test lines only).
+    pub record_wav: Option<PathBuf>,
     /// Hang up this long after the answer (default: the WAV's length plus 1 s, or 10 s).
     pub seconds: Option<f64>,
     /// DTMF digits to send (RFC 4733) one second after the answer.
@@ -102,11 +111,63 @@ pub fn run(cfg: &Config, args: &DialArgs) -> Result<String, Failure> {
         }
         None => None,
     };
+    let t = trunk::pick(cfg, args.trunk.as_deref()).map_err(Failure::config)?;
+    // The records of the call: a suppressed number is never dialled.
+    let records = crate::records::cli::open_records(cfg)?;
+    let result = dial_recorded(cfg, args, t, play, &records);
+    records.store().clone().close();
+    result
+}
+
+/// The records around the call: checks and rows before, the outcome after. Store operations
+/// block, so they run outside the async part.
+fn dial_recorded(
+    cfg: &Config,
+    args: &DialArgs,
+    t: &TrunkConfig,
+    play: Option<Vec<i16>>,
+    records: &crate::records::Records,
+) -> Result<String, Failure> {
+    let number = records.normalize(&args.number).map_err(|e| Failure {
+        code: exit::USAGE,
+        message: format!("the number cannot be used: {e}"),
+    })?;
+    if !records.may_dial(&number).map_err(Failure::runtime)? {
+        let o = trunk::outcome_map(t).outcome(crate::sip::outcome::Ending::Blocked);
+        return Ok(format!(
+            "Not dialled: the number is on the suppression list (erased or do-not-call).\nOutcome: status code {} ({:?}), hangup by {:?}, cause {}\n",
+            u8::from(o.status),
+            o.status,
+            o.hangup_by,
+            o.cause
+        ));
+    }
+    let subject = records.ensure_subject(&number).map_err(Failure::runtime)?;
+    let call_row = records
+        .start_call(&subject, Some(&t.name))
+        .map_err(Failure::runtime)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Failure::runtime)?;
-    rt.block_on(dial(cfg, args, play))
+    let ctx = RecordCtx {
+        records,
+        subject: &subject,
+        call_row,
+    };
+    let (out, end) = rt.block_on(dial(cfg, args, t, play, &ctx))?;
+    records
+        .store()
+        .write(move |c| crate::store::calls::finish_call(c, call_row, &end))
+        .map_err(Failure::runtime)?;
+    Ok(out)
+}
+
+/// What the async part needs of the records.
+struct RecordCtx<'a> {
+    records: &'a crate::records::Records,
+    subject: &'a crate::records::Subject,
+    call_row: crate::ids::CallId,
 }
 
 struct Flow {
@@ -122,9 +183,16 @@ impl Flow {
 }
 
 #[allow(clippy::disallowed_methods)] // a shell command: it spawns the endpoint task
-async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<String, Failure> {
+async fn dial(
+    cfg: &Config,
+    args: &DialArgs,
+    t: &TrunkConfig,
+    play: Option<Vec<i16>>,
+    rc: &RecordCtx<'_>,
+) -> Result<(String, crate::store::calls::CallEnd), Failure> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let t = trunk::pick(cfg, args.trunk.as_deref()).map_err(Failure::config)?;
+    let call_row = rc.call_row;
+
     let target = trunk::resolve(t).await.map_err(Failure::runtime)?;
     let data_dir = cfg.resolve_paths(&|k| std::env::var(k).ok()).data_dir;
     let credentials = trunk::credentials(t, &data_dir).map_err(Failure::config)?;
@@ -179,7 +247,8 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
     let mut sockets = Some(sockets);
     let mut media: Option<MediaHandle> = None;
     let mut remote_rtp = None;
-    let mut recording = None;
+    let mut recordings = Vec::new();
+    let mut vault_id = None;
     let mut hangup_at: Option<Instant> = None;
     let mut dtmf_at: Option<Instant> = None;
     let mut transfer_at: Option<Instant> = None;
@@ -234,15 +303,31 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
                                         clock.wall(),
                                     )
                                     .map_err(Failure::runtime)?;
-                                    if let Some(path) = &args.record {
+                                    if args.record {
+                                        // The store blocks: leave the async worker for it.
+                                        let live = tokio::task::block_in_place(|| {
+                                            rc.records.start_recording(rc.subject, call_row)
+                                        })
+                                        .map_err(Failure::runtime)?;
+                                        vault_id = Some(live.id());
+                                        recordings.push(record(
+                                            ep.subscribe_taps(),
+                                            Box::new(VaultSink::new(live)),
+                                        ));
+                                    }
+                                    if let Some(path) = &args.record_wav {
+                                        eprintln!(
+                                            "vaultcall: writing an UNENCRYPTED recording to {} (lab use with test lines only)",
+                                            path.display()
+                                        );
                                         let sink = wav_file_sink(path).map_err(|e| {
                                             Failure::runtime(format!(
-                                                "--record {}: {e}",
+                                                "--record-wav {}: {e}",
                                                 path.display()
                                             ))
                                         })?;
-                                        recording =
-                                            Some(record(ep.subscribe_taps(), Box::new(sink)));
+                                        recordings
+                                            .push(record(ep.subscribe_taps(), Box::new(sink)));
                                     }
                                     media = Some(ep.start());
                                 }
@@ -349,10 +434,11 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
         Some(m) => m.close().await.ok(),
         None => None,
     };
-    let rec = match recording.take() {
-        Some(r) => r.await.ok().and_then(Result::ok),
-        None => None,
-    };
+    let mut rec = None;
+    for r in recordings {
+        let summary = r.await.ok().and_then(Result::ok);
+        rec = rec.or(summary);
+    }
     handle.send(Command::Detach { call_id }).await;
     let _ = stop_tx.send(true);
     let _ = ep_task.await;
@@ -370,6 +456,35 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
     let Some(o) = outcome else {
         return Err(Failure::runtime("the call ended without an outcome"));
     };
+    // The call's row gets its outcome (docs/status-codes.md).
+    let wall_ms = |t: Instant| {
+        let back = clock.mono().saturating_duration_since(t);
+        crate::time::unix_ms(clock.wall()) - back.as_millis() as i64
+    };
+    let end = crate::store::calls::CallEnd {
+        answered_at_ms: answered_at.map(wall_ms),
+        ended_at_ms: wall_ms(ended),
+        status_code: u8::from(o.status),
+        sip_status: match o.ending {
+            crate::sip::outcome::Ending::Final { code, .. } => Some(code),
+            _ => answered_at.map(|_| 200),
+        },
+        hangup_by: match o.hangup_by {
+            crate::sip::outcome::HangupBy::Robot => "robot",
+            crate::sip::outcome::HangupBy::Customer => "customer",
+            crate::sip::outcome::HangupBy::System => "system",
+        },
+        hangup_cause: o.cause.clone(),
+        media_stats_json: stats.as_ref().map(|s| {
+            serde_json::json!({
+                "packets_sent": s.packets_sent, "packets_received": s.packets_received,
+                "packets_lost": s.packets_lost, "loss_percent": s.loss_percent,
+                "jitter_ms": s.jitter_ms, "late_packets": s.late_packets,
+            })
+            .to_string()
+        }),
+    };
+
     let _ = writeln!(
         out,
         "Outcome: status code {} ({:?}), hangup by {:?}, cause {}",
@@ -401,13 +516,18 @@ async fn dial(cfg: &Config, args: &DialArgs, play: Option<Vec<i16>>) -> Result<S
     if !dtmf.is_empty() {
         let _ = writeln!(out, "DTMF received: {dtmf}");
     }
-    if let (Some(r), Some(p)) = (rec, &args.record) {
-        let _ = writeln!(
-            out,
-            "Recording: {} ({:.2} s, stereo 8 kHz: left customer, right robot)",
-            p.display(),
-            r.duration_ms() as f64 / 1000.0
-        );
+    let _ = writeln!(out, "Call record: {call_row}");
+    if let Some(r) = rec {
+        let secs = r.duration_ms() as f64 / 1000.0;
+        if let Some(id) = vault_id {
+            let _ = writeln!(
+                out,
+                "Recording: vault recording {id} ({secs:.2} s, stereo 8 kHz: left customer, right robot; encrypted — play it with GET /api/v1/recordings/{id}/content)"
+            );
+        }
+        if let Some(p) = &args.record_wav {
+            let _ = writeln!(out, "Unencrypted copy: {} ({secs:.2} s)", p.display());
+        }
     }
-    Ok(out)
+    Ok((out, end))
 }

@@ -52,9 +52,12 @@ enum Cmd {
         /// WAV file to play when answered (16-bit PCM, any rate; resampled to 8 kHz).
         #[arg(long)]
         play: Option<PathBuf>,
-        /// Stereo WAV to record (left customer, right robot).
+        /// Record both legs into the encrypted vault (left customer, right robot).
         #[arg(long)]
-        record: Option<PathBuf>,
+        record: bool,
+        /// Also write an UNENCRYPTED stereo WAV here (lab use with test lines only).
+        #[arg(long, value_name = "OUT.wav")]
+        record_wav: Option<PathBuf>,
         /// Hang up this many seconds after the answer.
         #[arg(long)]
         seconds: Option<f64>,
@@ -389,6 +392,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
             trunk,
             play,
             record,
+            record_wav,
             seconds,
             dtmf,
             transfer,
@@ -402,6 +406,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     trunk,
                     play,
                     record,
+                    record_wav,
                     seconds,
                     dtmf,
                     transfer,

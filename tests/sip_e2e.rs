@@ -212,7 +212,7 @@ fn call_to_baresip_carries_audio_both_ways() {
         &[
             "--play",
             dir.join("robot-440.wav").to_str().unwrap(),
-            "--record",
+            "--record-wav",
             rec.to_str().unwrap(),
             "--seconds",
             "4",
@@ -783,7 +783,7 @@ fn early_media_183_is_played_and_recorded() {
     let mut peer = sipp_media(tmp.path(), port, &s);
     let cfg = vaultcall_config(tmp.path(), port, "");
     let rec = tmp.path().join("early.wav");
-    let d = dial(&cfg, &["--record", rec.to_str().unwrap()]);
+    let d = dial(&cfg, &["--record-wav", rec.to_str().unwrap()]);
     assert_eq!(d.status_code(), 8, "{}", d.stdout);
     assert!(d.stdout.contains("← 183 Session Progress"), "{}", d.stdout);
     // SIPp plays a speech recording (with pauses) for the 3 s before its 486.
@@ -1039,4 +1039,133 @@ fn free_tcp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[test]
+fn dial_records_into_the_vault_and_playback_decrypts_it() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_udp_port();
+    write_wav(&dir.join("far-1k.wav"), 8000, &sine(1000.0, 30_000, 12_000));
+    write_wav(
+        &dir.join("robot-440.wav"),
+        8000,
+        &sine(440.0, 2_000, 12_000),
+    );
+    let _peer = baresip(dir, port, &dir.join("far-1k.wav"));
+    let cfg_path = vaultcall_config(dir, port, "");
+    let d = dial(
+        &cfg_path,
+        &[
+            "--play",
+            dir.join("robot-440.wav").to_str().unwrap(),
+            "--record",
+            "--seconds",
+            "3",
+        ],
+    );
+    assert_eq!(d.status_code(), 1, "{}\n{}", d.stdout, d.stderr);
+    let line = d.line("Recording: vault recording ");
+    let id: i64 = line["Recording: vault recording ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // No plaintext audio anywhere in the data directory: every file there is vault-encrypted.
+    for e in walk(&dir.join("var")) {
+        let bytes = std::fs::read(&e).unwrap();
+        assert!(
+            !bytes.windows(4).any(|w| w == b"RIFF"),
+            "plaintext WAV in {}",
+            e.display()
+        );
+    }
+    // The records service decrypts it: left 1 kHz (customer), right 440 Hz (robot).
+    let cfg = vaultcall::config::Config::load(&cfg_path).unwrap();
+    let records = vaultcall::records::cli::open_records(&cfg).unwrap();
+    let mut pb = records
+        .open_playback(vaultcall::ids::RecordingId(id))
+        .unwrap();
+    let mut wav = Vec::new();
+    pb.stream.read_to_end(&mut wav).unwrap();
+    records.store().clone().close();
+    let w = vaultcall::media::resample::read_wav(&wav).unwrap();
+    let (left, right): (Vec<i16>, Vec<i16>) =
+        w.samples.chunks_exact(2).map(|f| (f[0], f[1])).unzip();
+    assert!(left.len() >= 2 * 8000, "{} samples", left.len());
+    let fl = dominant_frequency(&left[2000..14_000], 200.0, 3800.0, 5.0);
+    let fr = dominant_frequency(&right[2000..14_000], 200.0, 3800.0, 5.0);
+    assert!(
+        (fl - 1000.0).abs() <= 10.0 && (fr - 440.0).abs() <= 10.0,
+        "{fl} Hz / {fr} Hz"
+    );
+    // The call's row holds the outcome.
+    let conn = rusqlite::Connection::open(dir.join("var/vaultcall.db")).unwrap();
+    let (status, by): (i64, String) = conn
+        .query_row("SELECT status_code, hangup_by FROM calls WHERE id = (SELECT call_id FROM recordings WHERE id = ?1)", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((status, by.as_str()), (1, "robot"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p))
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_erased_number_is_never_dialled() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens on this trunk: a dial attempt would show as a failure, not as "Not dialled".
+    let cfg = vaultcall_config(tmp.path(), free_udp_port(), "");
+    let mut erase = Command::new(common::BIN)
+        .args([
+            "erase",
+            "--phone",
+            "-",
+            "--ticket",
+            "T-1",
+            "--reason",
+            "customer request",
+            "--config",
+        ])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    erase
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"13800000000\n")
+        .unwrap();
+    let out = erase.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = dial(&cfg, &[]);
+    assert!(
+        d.stdout.starts_with("Not dialled"),
+        "{}\n{}",
+        d.stdout,
+        d.stderr
+    );
+    assert_eq!(d.status_code(), 11);
+    assert!(!d.stdout.contains("INVITE"), "{}", d.stdout);
 }

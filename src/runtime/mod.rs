@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod lifecycle;
+pub mod recording;
 pub mod rtp_io;
 pub mod sip_endpoint;
 pub mod sip_stream;

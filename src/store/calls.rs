@@ -30,6 +30,44 @@ pub fn insert_call(c: &Connection, call: &NewCall<'_>) -> Result<CallId, StoreEr
     Ok(CallId(c.last_insert_rowid()))
 }
 
+/// How a call ended, for its row (docs/status-codes.md).
+#[derive(Debug, Clone, Default)]
+pub struct CallEnd {
+    /// When it was answered, if it was.
+    pub answered_at_ms: Option<i64>,
+    /// When it ended.
+    pub ended_at_ms: i64,
+    /// Call status code 0–12.
+    pub status_code: u8,
+    /// Final SIP status, if the ending was one.
+    pub sip_status: Option<u16>,
+    /// `robot`, `customer` or `system`.
+    pub hangup_by: &'static str,
+    /// Short cause (`bye`, `sip_486`, `ring_timeout`, …).
+    pub hangup_cause: String,
+    /// Media statistics as JSON.
+    pub media_stats_json: Option<String>,
+}
+
+/// Records how a call ended.
+pub fn finish_call(c: &Connection, call: CallId, end: &CallEnd) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE calls SET answered_at_ms = ?2, ended_at_ms = ?3, status_code = ?4, sip_status = ?5,
+         hangup_by = ?6, hangup_cause = ?7, media_stats_json = ?8 WHERE id = ?1",
+        params![
+            call.0,
+            end.answered_at_ms,
+            end.ended_at_ms,
+            end.status_code,
+            end.sip_status,
+            end.hangup_by,
+            end.hangup_cause,
+            end.media_stats_json
+        ],
+    )?;
+    Ok(())
+}
+
 /// The subject of a call.
 pub fn call_subject(c: &Connection, call: CallId) -> Result<Option<i64>, StoreError> {
     Ok(c.query_row(
