@@ -40,6 +40,8 @@ pub mod exit {
     pub const RUNTIME: u8 = 1;
     /// Command-line usage error (EX_USAGE).
     pub const USAGE: u8 = 64;
+    /// The service needed is not running (EX_UNAVAILABLE).
+    pub const UNAVAILABLE: u8 = 69;
     /// Configuration or model validation error (EX_CONFIG).
     pub const CONFIG: u8 = 78;
 }
@@ -411,6 +413,9 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
     let mut first_sweep = true;
+    // Trunk state for `vaultcall trunk status`.
+    let mut trunk_tick = tokio::time::interval(crate::runtime::trunk_state::INTERVAL);
+    trunk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let failure = loop {
         tokio::select! {
@@ -438,6 +443,20 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
                     log::error!(store_ok = store_ok, api_ok = api_ok; "health check failed; withholding watchdog ping");
                 }
             }
+                        _ = trunk_tick.tick() => {
+                if let Some(sip) = &ctx.sip {
+                    let snapshot = crate::runtime::trunk_state::Snapshot {
+                        written_at_ms: unix_ms(clock.wall()),
+                        pid: std::process::id(),
+                        trunks: sip.status().await,
+                    };
+                                        let dir = paths.runtime_dir.clone();
+                    let written = tokio::task::spawn_blocking(move || crate::runtime::trunk_state::publish(&dir, &snapshot)).await;
+                    if let Ok(Err(e)) = written {
+                        log::warn!(error:% = e; "cannot publish the trunk state for `vaultcall trunk status`");
+                    }
+                }
+            }
             _ = checkpoint_tick.tick() => {
                 let s = store.clone();
                 let _ = tokio::task::spawn_blocking(move || log_audit_head(&s)).await;
@@ -462,6 +481,7 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     lifecycle.advance(Phase::Draining);
     log::info!(grace_secs = grace.as_secs(), in_flight = lifecycle.in_flight(); "draining");
     let _ = stop_tx.send(true);
+    crate::runtime::trunk_state::withdraw(&paths.runtime_dir);
     let deadline = tokio::time::Instant::from_std(clock.mono()) + grace;
     if !front_task.is_finished()
         && tokio::time::timeout_at(deadline, &mut front_task)

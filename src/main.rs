@@ -71,6 +71,11 @@ enum Cmd {
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// SIP trunks: registration and keepalive state as the running daemon sees it.
+    Trunk {
+        #[command(subcommand)]
+        cmd: TrunkCmd,
+    },
     /// Admin API tokens and TLS certificates.
     Admin {
         #[command(subcommand)]
@@ -273,6 +278,20 @@ enum ScriptCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum TrunkCmd {
+    /// Each configured trunk with its registration and OPTIONS keepalive state (exit 69 when
+    /// the daemon is not running).
+    Status {
+        /// Print the daemon's snapshot as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AdminCmd {
     /// Create the first admin token and print it once.
     Bootstrap {
@@ -413,6 +432,9 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 },
             )
         }
+        Cmd::Trunk {
+            cmd: TrunkCmd::Status { json, config },
+        } => vaultcall::runtime::trunk_state::status_cmd(&with_config(config)?, json),
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Bootstrap {
                 config,

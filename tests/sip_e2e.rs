@@ -631,7 +631,35 @@ fn registers_with_kamailio_through_a_digest_challenge() {
         assert!(Instant::now() < deadline, "keepalive never succeeded");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // `vaultcall trunk status` shows the same, from the state the daemon publishes every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let table = loop {
+        let out = d.cli(&["trunk", "status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success()
+            && text.contains("up (OPTIONS every 1 s)")
+            && text.contains("registered, ")
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trunk status never showed the trunk up: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let line = table.lines().find(|l| l.starts_with("kamailio")).unwrap();
+    assert!(line.contains(&format!("127.0.0.1:{port}/udp")), "{table}");
+
     d.stop();
+    // A stopped daemon withdraws its state: the command says so (EX_UNAVAILABLE).
+    let out = d.cli(&["trunk", "status"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the daemon is not running"),
+        "{out:?}"
+    );
     assert!(
         d.log_text().contains("trunk unregistered"),
         "unregister on shutdown:\n{}",

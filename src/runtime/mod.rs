@@ -10,3 +10,4 @@ pub mod sip_endpoint;
 pub mod sip_stream;
 pub mod systemd;
 pub mod trunk;
+pub mod trunk_state;

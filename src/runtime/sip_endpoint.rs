@@ -85,7 +85,7 @@ pub enum Command {
 }
 
 /// What `vaultcall trunk status` shows for a trunk.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrunkStatus {
     /// Trunk name.
     pub name: String,
