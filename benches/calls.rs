@@ -352,27 +352,12 @@ fn main() {
     cfg.media.port_min = 40_000;
     cfg.media.port_max = 40_000 + 2 * a.calls as u16 + 99;
     cfg.sip.trunks.push(TrunkConfig {
-        name: "sipp".into(),
-        host: "127.0.0.1".into(),
-        port: sip_port,
-        transport: vaultcall::config::TrunkTransport::Udp,
-        outbound_proxy: None,
-        username: None,
-        password_file: None,
-        ca_file: None,
-        register: false,
-        register_expires_secs: 3600,
-        caller_id: "4008001234".into(),
-        caller_name: None,
         codecs: vec!["pcma".into()],
         max_calls: a.calls as u32,
         calls_per_second: 100,
-        ring_timeout_secs: 30,
-        max_redirects: 0,
         session_expires_secs: 0,
         keepalive_secs: 0,
-        status_map: Default::default(),
-        q850_map: Default::default(),
+        ..TrunkConfig::new("sipp", "127.0.0.1", sip_port, "4008001234")
     });
     let cfg = Arc::new(cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -438,6 +438,36 @@ pub struct TrunkConfig {
     pub q850_map: std::collections::BTreeMap<String, u8>,
 }
 
+impl TrunkConfig {
+    /// A UDP trunk with every optional setting at its default (as if only `name`, `host`,
+    /// `port` and `caller_id` were written in the config file).
+    pub fn new(name: &str, host: &str, port: u16, caller_id: &str) -> Self {
+        Self {
+            name: name.into(),
+            host: host.into(),
+            port,
+            transport: default_transport(),
+            outbound_proxy: None,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            register: false,
+            register_expires_secs: default_register_expires(),
+            caller_id: caller_id.into(),
+            caller_name: None,
+            codecs: default_codecs(),
+            max_calls: default_max_calls(),
+            calls_per_second: default_cps(),
+            ring_timeout_secs: default_ring_timeout(),
+            max_redirects: 0,
+            session_expires_secs: default_session_expires(),
+            keepalive_secs: default_keepalive(),
+            status_map: Default::default(),
+            q850_map: Default::default(),
+        }
+    }
+}
+
 fn default_sip_port() -> u16 {
     5060
 }
@@ -1059,6 +1089,18 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn trunk_new_has_the_defaults_of_a_minimal_config_entry() {
+        let parsed: TrunkConfig = toml::from_str(
+            "name = \"carrier\"\nhost = \"sip.carrier.example\"\nport = 5080\ncaller_id = \"4008001234\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            TrunkConfig::new("carrier", "sip.carrier.example", 5080, "4008001234")
+        );
     }
 
     #[test]

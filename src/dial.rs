@@ -27,6 +27,7 @@ use crate::runtime::rtp_io::{
 };
 use crate::runtime::sip_endpoint::{Command, EndpointConfig, SipEndpoint, ToCall};
 use crate::runtime::trunk::{self, CallSetup};
+use crate::runtime::trunk_state;
 use crate::sip::dialog::{CallEvent, CallOutput, OutboundCall};
 use crate::sip::message::{Message, StartLine};
 use crate::sip::outcome::Outcome;
@@ -111,12 +112,55 @@ pub fn run(cfg: &Config, args: &DialArgs) -> Result<String, Failure> {
         }
         None => None,
     };
-    let t = trunk::pick(cfg, args.trunk.as_deref()).map_err(Failure::config)?;
+    let (t, failover) = select_trunk(cfg, args.trunk.as_deref())?;
     // The records of the call: a suppressed number is never dialled.
     let records = crate::records::cli::open_records(cfg)?;
     let result = dial_recorded(cfg, args, t, play, &records);
     records.store().clone().close();
-    result
+    result.map(|out| failover.unwrap_or_default() + &out)
+}
+
+/// The trunk named, or else failover (`trunk::choose`) over the keepalive state a running
+/// daemon publishes: the first trunk not known to be down. Also says when it skipped one.
+fn select_trunk<'c>(
+    cfg: &'c Config,
+    name: Option<&str>,
+) -> Result<(&'c TrunkConfig, Option<String>), Failure> {
+    if name.is_some() {
+        return Ok((trunk::pick(cfg, name).map_err(Failure::config)?, None));
+    }
+    let now = crate::time::unix_ms(SystemClock.wall());
+    let runtime_dir = cfg.resolve_paths(&|k| std::env::var(k).ok()).runtime_dir;
+    let state = trunk_state::read(&runtime_dir)
+        .ok()
+        .filter(|s| now - s.written_at_ms <= trunk_state::STALE_AFTER_MS);
+    let alive = |n: &str| {
+        state
+            .as_ref()
+            .and_then(|s| s.trunks.iter().find(|x| x.name == n))
+            .and_then(|x| x.alive)
+    };
+    let t = trunk::choose(cfg, &alive).map_err(Failure::config)?;
+    let skipped: Vec<&str> = cfg
+        .sip
+        .trunks
+        .iter()
+        .take_while(|x| x.name != t.name)
+        .map(|x| x.name.as_str())
+        .collect();
+    let note = match (skipped.is_empty(), alive(&t.name)) {
+        (true, Some(false)) => Some(format!(
+            "Every trunk is down (no answer to OPTIONS keepalives); trying {} anyway.\n",
+            t.name
+        )),
+        (true, _) => None,
+        (false, _) => Some(format!(
+            "Failover: {} down (no answer to OPTIONS keepalives); using trunk {}.\n",
+            skipped.join(", "),
+            t.name
+        )),
+    };
+    Ok((t, note))
 }
 
 /// The records around the call: checks and rows before, the outcome after. Store operations

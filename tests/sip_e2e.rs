@@ -668,6 +668,74 @@ fn registers_with_kamailio_through_a_digest_challenge() {
 }
 
 #[test]
+fn dial_fails_over_to_the_next_trunk_when_one_stops_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_udp_port();
+    let _k = kamailio(dir, port);
+    // The primary trunk is a port nobody listens on; T1 = 50 ms makes an OPTIONS time out
+    // (64·T1) in 3.2 s, so two missed keepalives mark it down within seconds.
+    let dead = free_udp_port();
+    let (lo, hi) = media_range();
+    let trunk = |name: &str, port: u16| {
+        format!(
+            "[[sip.trunks]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ncaller_id = \"4008001234\"\n\
+             keepalive_secs = 1\nsession_expires_secs = 0\nring_timeout_secs = 5\n\n"
+        )
+    };
+    let extra = format!(
+        "t1_ms = 50\n\n[media]\nport_min = {lo}\nport_max = {hi}\n\n{}{}",
+        trunk("primary", dead),
+        trunk("kamailio", port)
+    );
+    let mut d = common::Daemon::start_in(dir, &common::test_config(dir, "", &extra));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = d.cli(&["trunk", "status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = |n: &str| {
+            text.lines()
+                .find(|l| l.starts_with(n))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if line("primary").contains("DOWN") && line("kamailio").contains("up (") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "primary never marked down: {text}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let dialed = dial(&d.config, &["--seconds", "1"]);
+    assert!(
+        dialed.stdout.starts_with(
+            "Failover: primary down (no answer to OPTIONS keepalives); using trunk kamailio."
+        ),
+        "{}\n{}",
+        dialed.stdout,
+        dialed.stderr
+    );
+    assert!(
+        dialed.stdout.contains("SIP flow (trunk kamailio"),
+        "{}",
+        dialed.stdout
+    );
+    // Kamailio answered the INVITE: the call reached the second trunk.
+    assert!(
+        dialed
+            .stdout
+            .lines()
+            .any(|l| l.contains(" ← ") && l.contains("INVITE")),
+        "{}",
+        dialed.stdout
+    );
+    d.stop();
+}
+
+#[test]
 fn a_wrong_password_is_a_failed_registration_with_backoff() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_udp_port();

@@ -63,6 +63,25 @@ pub fn pick<'c>(cfg: &'c Config, name: Option<&str>) -> Result<&'c TrunkConfig, 
     }
 }
 
+/// Failover: the first trunk in config order that is not known to be down (its OPTIONS
+/// keepalive went unanswered twice in a row). `alive(name)` is the daemon's view of a trunk:
+/// `Some(false)` down, `Some(true)` up, `None` not probed (keepalive off, or no daemon state),
+/// which counts as usable. When every trunk is down, the first one is still returned: the
+/// call then fails on its own (timeout, 503) and gets its outcome, rather than never being
+/// attempted.
+pub fn choose<'c>(
+    cfg: &'c Config,
+    alive: &dyn Fn(&str) -> Option<bool>,
+) -> Result<&'c TrunkConfig, TrunkError> {
+    let first = pick(cfg, None)?;
+    Ok(cfg
+        .sip
+        .trunks
+        .iter()
+        .find(|t| alive(&t.name) != Some(false))
+        .unwrap_or(first))
+}
+
 /// Where a trunk's requests go: its outbound proxy, else its host and port.
 pub async fn resolve(t: &TrunkConfig) -> Result<Target, TrunkError> {
     let transport = match t.transport {
@@ -316,4 +335,50 @@ pub async fn runtimes(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(names: &[&str]) -> Config {
+        let mut c = Config::default();
+        for (i, n) in names.iter().enumerate() {
+            c.sip.trunks.push(TrunkConfig::new(
+                n,
+                "127.0.0.1",
+                5060 + i as u16,
+                "4008001234",
+            ));
+        }
+        c
+    }
+
+    #[test]
+    fn failover_skips_trunks_that_stopped_answering() {
+        let c = cfg(&["primary", "backup", "third"]);
+        let down = |down: &'static [&'static str]| move |n: &str| Some(!down.contains(&n));
+        assert_eq!(choose(&c, &down(&[])).unwrap().name, "primary");
+        assert_eq!(choose(&c, &down(&["primary"])).unwrap().name, "backup");
+        assert_eq!(
+            choose(&c, &down(&["primary", "backup"])).unwrap().name,
+            "third"
+        );
+        // Not probed (keepalive off, no daemon state) counts as usable.
+        assert_eq!(choose(&c, &|_| None).unwrap().name, "primary");
+        assert_eq!(
+            choose(&c, &|n| (n == "primary").then_some(false))
+                .unwrap()
+                .name,
+            "backup"
+        );
+        // All down: the first, so the call is attempted and gets an outcome.
+        assert_eq!(
+            choose(&c, &down(&["primary", "backup", "third"]))
+                .unwrap()
+                .name,
+            "primary"
+        );
+        assert!(choose(&cfg(&[]), &|_| None).is_err());
+    }
 }

@@ -191,31 +191,11 @@ mod tests {
     use super::*;
 
     fn trunk(name: &str, keepalive: u64) -> TrunkConfig {
-        let mut cfg = Config::default();
-        cfg.sip.trunks.push(TrunkConfig {
-            name: name.into(),
-            host: "pbx.bank.local".into(),
-            port: 5060,
-            transport: crate::config::TrunkTransport::Udp,
-            outbound_proxy: None,
-            username: None,
-            password_file: None,
-            ca_file: None,
+        TrunkConfig {
             register: true,
-            register_expires_secs: 3600,
-            caller_id: "4008001234".into(),
-            caller_name: None,
-            codecs: vec!["pcma".into()],
-            max_calls: 10,
-            calls_per_second: 5,
-            ring_timeout_secs: 30,
-            max_redirects: 0,
-            session_expires_secs: 0,
             keepalive_secs: keepalive,
-            status_map: Default::default(),
-            q850_map: Default::default(),
-        });
-        cfg.sip.trunks.remove(0)
+            ..TrunkConfig::new(name, "pbx.bank.local", 5060, "4008001234")
+        }
     }
 
     fn status(name: &str, reg: &str, secs: Option<u64>, alive: Option<bool>) -> TrunkStatus {
