@@ -106,6 +106,11 @@ enum Cmd {
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The suppression (do-not-call) list: add, check, lift on re-recorded consent, counts.
+    Suppression {
+        #[command(subcommand)]
+        cmd: SuppressionCmd,
+    },
     /// Check a deletion receipt's signature offline.
     VerifyReceipt {
         /// The receipt file.
@@ -138,6 +143,53 @@ enum Cmd {
     Dev {
         #[command(subcommand)]
         cmd: DevCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SuppressionCmd {
+    /// Put a number on the suppression list so it is never dialled (idempotent).
+    Add {
+        /// The phone number, or `-` to read it from stdin (keeps it out of ps and shell history).
+        #[arg(long)]
+        phone: String,
+        /// Why (stored in clear: no personal data, never the number).
+        #[arg(long)]
+        reason: Option<String>,
+        /// `customer_request` (the customer asked not to be called) or `operator`.
+        #[arg(long, default_value = "customer_request")]
+        source: String,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Say whether a number is on the suppression list, why and since when.
+    Check {
+        /// The phone number, or `-` to read it from stdin.
+        #[arg(long)]
+        phone: String,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Take a number off the suppression list because its consent was recorded again (an
+    /// erased subject's data stays destroyed; the next call makes a fresh key).
+    Lift {
+        /// The phone number, or `-` to read it from stdin.
+        #[arg(long)]
+        phone: String,
+        /// Reference of the re-recorded consent (no personal data; it goes to the audit log).
+        #[arg(long)]
+        consent_ref: String,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Numbers on the list per source.
+    Stats {
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -470,6 +522,25 @@ fn run(cli: Cli) -> Result<String, Failure> {
             &reason,
             receipt_out.as_deref(),
         ),
+        Cmd::Suppression { cmd } => match cmd {
+            SuppressionCmd::Add {
+                phone,
+                reason,
+                source,
+                config,
+            } => {
+                records::suppression_add(&with_config(config)?, &phone, &source, reason.as_deref())
+            }
+            SuppressionCmd::Check { phone, config } => {
+                records::suppression_check(&with_config(config)?, &phone)
+            }
+            SuppressionCmd::Lift {
+                phone,
+                consent_ref,
+                config,
+            } => records::suppression_lift(&with_config(config)?, &phone, &consent_ref),
+            SuppressionCmd::Stats { config } => records::suppression_stats(&with_config(config)?),
+        },
         Cmd::VerifyReceipt {
             file,
             public_key,

@@ -230,6 +230,10 @@ enum Route {
     ReceiptKey,
     CallRecordings(i64),
     RecordingContent(i64),
+    SuppressionAdd,
+    SuppressionCheck,
+    SuppressionLift,
+    SuppressionStats,
 }
 
 impl Route {
@@ -259,6 +263,10 @@ impl Route {
             Self::ReceiptKey => "/api/v1/receipt-key",
             Self::CallRecordings(_) => "/api/v1/calls/{id}/recordings",
             Self::RecordingContent(_) => "/api/v1/recordings/{id}/content",
+            Self::SuppressionAdd => "/api/v1/suppression",
+            Self::SuppressionCheck => "/api/v1/suppression/check",
+            Self::SuppressionLift => "/api/v1/suppression/lift",
+            Self::SuppressionStats => "/api/v1/suppression/stats",
         }
     }
 
@@ -287,6 +295,9 @@ impl Route {
             }
             Self::ReceiptKey => Some(Permission::StatusRead),
             Self::CallRecordings(_) | Self::RecordingContent(_) => Some(Permission::RecordingsPlay),
+            Self::SuppressionCheck | Self::SuppressionStats => Some(Permission::SuppressionRead),
+            Self::SuppressionAdd => Some(Permission::SuppressionManage),
+            Self::SuppressionLift => Some(Permission::SuppressionLift),
         }
     }
 }
@@ -354,6 +365,11 @@ fn route(method: Method, path: &str) -> Result<Route, ApiError> {
             by_method(&[(Get, Route::ErasureReceipt((*id).to_owned()))])
         }
         ["api", "v1", "receipt-key"] => by_method(&[(Get, Route::ReceiptKey)]),
+        // Numbers travel only in POST bodies, never in a path or query (access logs, proxies).
+        ["api", "v1", "suppression"] => by_method(&[(Post, Route::SuppressionAdd)]),
+        ["api", "v1", "suppression", "check"] => by_method(&[(Post, Route::SuppressionCheck)]),
+        ["api", "v1", "suppression", "lift"] => by_method(&[(Post, Route::SuppressionLift)]),
+        ["api", "v1", "suppression", "stats"] => by_method(&[(Get, Route::SuppressionStats)]),
         ["api", "v1", "calls", id, "recordings"] => match id.parse() {
             Ok(n) => by_method(&[(Get, Route::CallRecordings(n))]),
             Err(_) => Err(ApiError::not_found()),
@@ -582,6 +598,10 @@ fn dispatch(ctx: &AdminContext, req: &ApiRequest) -> Result<ApiResponse, (&'stat
         (Route::RecordingContent(id), Some(c)) => {
             super::vault_api::recording_content(ctx, &c, *id, &req.query)
         }
+        (Route::SuppressionAdd, Some(c)) => super::suppression_api::add(ctx, &c, &req.body),
+        (Route::SuppressionCheck, Some(c)) => super::suppression_api::check(ctx, &c, &req.body),
+        (Route::SuppressionLift, Some(c)) => super::suppression_api::lift(ctx, &c, &req.body),
+        (Route::SuppressionStats, Some(_)) => super::suppression_api::stats(ctx),
         (Route::ScriptsList, Some(_)) => scripts_list(ctx),
         (Route::ScriptsImport, Some(c)) => script_import(ctx, &c, &req.body),
         (Route::ScriptsValidate, Some(_)) => script_validate(&req.body),
@@ -749,6 +769,42 @@ struct CreateToken {
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A phone number in a request body. Deserialises only from a JSON string, and a value of
+/// another type is refused with a message that does not repeat it (serde's own message would
+/// quote it: `invalid type: integer `13812345678``). Wiped when dropped.
+pub(super) struct PhoneField(pub zeroize::Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for PhoneField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const WRONG: &str = "phone must be a JSON string";
+        impl serde::de::Visitor<'_> for V {
+            type Value = PhoneField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a phone number as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PhoneField, E> {
+                Ok(PhoneField(zeroize::Zeroizing::new(v.to_owned())))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<PhoneField, E> {
+                Err(E::custom(WRONG))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<PhoneField, E> {
+                Err(E::custom(WRONG))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<PhoneField, E> {
+                Err(E::custom(WRONG))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<PhoneField, E> {
+                Err(E::custom(WRONG))
+            }
+        }
+        // `deserialize_any`, not `deserialize_str`: serde_json answers a non-string given to
+        // `deserialize_str` with its own message, which quotes the value.
+        d.deserialize_any(V)
+    }
 }
 
 /// Checks an operator-chosen label: 1–64 characters, no control characters.
@@ -1146,6 +1202,86 @@ mod tests {
     fn query_params() {
         assert_eq!(query_param("after=5&limit=10", "limit"), Some("10"));
         assert_eq!(query_param("", "limit"), None);
+    }
+
+    #[test]
+    fn a_phone_of_the_wrong_type_is_refused_without_repeating_it() {
+        #[derive(Deserialize)]
+        struct B {
+            #[allow(dead_code)]
+            phone: PhoneField,
+        }
+        for body in [
+            r#"{"phone": 13812345678}"#,
+            r#"{"phone": -13812345678}"#,
+            r#"{"phone": 138123456789012345678901}"#,
+            r#"{"phone": 1.3812345678}"#,
+            r#"{"phone": [13812345678]}"#,
+            r#"{"phone": {"n": "13812345678"}}"#,
+        ] {
+            let e = parse_json::<B>(body.as_bytes()).err().expect(body);
+            assert_eq!(e.status, 400);
+            assert!(!e.message.contains("1381234"), "{body}: {}", e.message);
+        }
+        let ok: B = parse_json(br#"{"phone": "138 1234 5678"}"#).unwrap();
+        assert_eq!(ok.phone.0.as_str(), "138 1234 5678");
+    }
+
+    #[test]
+    fn suppression_routes_and_permissions() {
+        for (m, p, r, perm) in [
+            (
+                Method::Post,
+                "/api/v1/suppression",
+                Route::SuppressionAdd,
+                Permission::SuppressionManage,
+            ),
+            (
+                Method::Post,
+                "/api/v1/suppression/check",
+                Route::SuppressionCheck,
+                Permission::SuppressionRead,
+            ),
+            (
+                Method::Post,
+                "/api/v1/suppression/lift",
+                Route::SuppressionLift,
+                Permission::SuppressionLift,
+            ),
+            (
+                Method::Get,
+                "/api/v1/suppression/stats",
+                Route::SuppressionStats,
+                Permission::SuppressionRead,
+            ),
+        ] {
+            assert_eq!(route(m, p).unwrap(), r);
+            assert_eq!(r.permission(false), Some(perm));
+        }
+        // Never a number in a URL: no GET of a single entry.
+        assert_eq!(
+            route(Method::Get, "/api/v1/suppression")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            route(Method::Get, "/api/v1/suppression/check")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            route(Method::Get, "/api/v1/suppression/13812345678")
+                .unwrap_err()
+                .status,
+            404
+        );
+        let lifters: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|r| r.allows(Permission::SuppressionLift))
+            .collect();
+        assert_eq!(lifters, [Role::Compliance]);
     }
 
     #[test]

@@ -64,7 +64,12 @@ impl Role {
             P::ScriptsWrite | P::TasksWrite => matches!(self, R::Admin | R::Operator),
             P::RecordingsPlay => matches!(self, R::Operator | R::Auditor | R::Compliance),
             P::ErasureRequest => self == R::Compliance,
-            P::SuppressionManage => matches!(self, R::Admin | R::Operator | R::Compliance),
+            // Least privilege: the people who take do-not-call requests (operators) and
+            // data protection (compliance) add and check; auditors read; only compliance
+            // lifts, on re-recorded consent. Admins run the box, not customers' data.
+            P::SuppressionRead => matches!(self, R::Operator | R::Auditor | R::Compliance),
+            P::SuppressionManage => matches!(self, R::Operator | R::Compliance),
+            P::SuppressionLift => self == R::Compliance,
         }
     }
 }
@@ -100,13 +105,17 @@ pub enum Permission {
     ErasureRequest,
     /// Read erasure requests and receipts.
     ErasureRead,
-    /// Add to or remove from the do-not-call list.
+    /// Check a number against the suppression (do-not-call) list; counts by source.
+    SuppressionRead,
+    /// Add a number to the suppression list.
     SuppressionManage,
+    /// Take a number off the suppression list (consent re-recorded).
+    SuppressionLift,
 }
 
 impl Permission {
     /// Every permission, in table order.
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 17] = [
         Permission::StatusRead,
         Permission::MetricsRead,
         Permission::TokensManage,
@@ -121,7 +130,9 @@ impl Permission {
         Permission::RecordingsPlay,
         Permission::ErasureRequest,
         Permission::ErasureRead,
+        Permission::SuppressionRead,
         Permission::SuppressionManage,
+        Permission::SuppressionLift,
     ];
 
     /// Dotted name as documented and returned by `whoami`.
@@ -141,7 +152,9 @@ impl Permission {
             Self::RecordingsPlay => "recordings.play",
             Self::ErasureRequest => "erasure.request",
             Self::ErasureRead => "erasure.read",
+            Self::SuppressionRead => "suppression.read",
             Self::SuppressionManage => "suppression.manage",
+            Self::SuppressionLift => "suppression.lift",
         }
     }
 }

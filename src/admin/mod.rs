@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod front;
 pub mod server;
+mod suppression_api;
 pub mod tls;
 mod vault_api;
 

@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use super::AdminContext;
 use super::api::{
-    ApiError, ApiResponse, Caller, opt_time, paging, parse_json, query_param, record,
+    ApiError, ApiResponse, Caller, PhoneField, opt_time, paging, parse_json, query_param, record,
 };
 use crate::ids::{CallId, RecordingId};
 use crate::records::{ErasureRequest, ErasureTarget, Records, RecordsError};
@@ -20,7 +19,7 @@ use crate::time::unix_ms;
 use crate::vault::format::ContentType;
 use crate::vault::receipt::public_key_pem;
 
-fn records(ctx: &AdminContext) -> Result<&Arc<Records>, ApiError> {
+pub(super) fn records(ctx: &AdminContext) -> Result<&Arc<Records>, ApiError> {
     ctx.records
         .as_ref()
         .ok_or_else(|| ApiError::new(503, "unavailable", "the vault is not available"))
@@ -41,6 +40,11 @@ impl From<RecordsError> for ApiError {
             RecordsError::Suppressed => {
                 ApiError::new(409, "suppressed", "the number is on the suppression list")
             }
+            RecordsError::ErasureInProgress => ApiError::new(
+                409,
+                "erasure_in_progress",
+                "an erasure of this number has not finished yet; try again after it completes",
+            ),
             RecordsError::Format(_) | RecordsError::Key(_) | RecordsError::Inconsistent(_) => {
                 log::error!(error:% = e; "vault integrity check failed");
                 ApiError::new(
@@ -62,7 +66,7 @@ impl From<RecordsError> for ApiError {
 #[serde(deny_unknown_fields)]
 struct CreateErasure {
     #[serde(default)]
-    phone: Option<String>,
+    phone: Option<PhoneField>,
     #[serde(default)]
     subject_id: Option<i64>,
     reason: String,
@@ -77,7 +81,7 @@ pub(super) fn erasure_create(
     let r = records(ctx)?;
     let req: CreateErasure = parse_json(body)?;
     let target = match (req.phone, req.subject_id) {
-        (Some(p), None) => ErasureTarget::Phone(r.normalize(&Zeroizing::new(p))?),
+        (Some(p), None) => ErasureTarget::Phone(r.normalize(&p.0)?),
         (None, Some(id)) => ErasureTarget::SubjectId(id),
         _ => {
             return Err(ApiError::bad_request(

@@ -1,5 +1,6 @@
-//! The shell commands of the vault: `erase`, `verify-receipt`, `keys show-public`,
-//! `keys rotate`, `retention sweep`, and the hidden `dev record` used by tests and demos.
+//! The shell commands of the vault: `erase`, `suppression add|check|lift|stats`,
+//! `verify-receipt`, `keys show-public`, `keys rotate`, `retention sweep`, and the hidden
+//! `dev record` used by tests and demos.
 //! Each returns the text to print or a [`Failure`] with its exit code.
 
 use std::io::{Read, Write};
@@ -9,11 +10,12 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::erasure::{ErasureRequest, ErasureTarget};
+use super::suppression::{Requester, Suppression, SuppressionSource};
 use super::{Records, RecordsError, rotation};
 use crate::admin::cli::check_data_dir_owner;
 use crate::app::{Failure, exit, load_master_key, open_store};
 use crate::config::{Config, under};
-use crate::time::{Clock, SystemClock, unix_ms};
+use crate::time::{Clock, SystemClock, rfc3339_ms, unix_ms};
 use crate::vault::receipt::{self, public_key_pem, receipt_key_id};
 use crate::vault::{MasterKey, create_key};
 
@@ -130,6 +132,125 @@ pub fn erase(
     })();
     close(records);
     res
+}
+
+/// Shell actions on the suppression list are audited with actor `cli`.
+const CLI: Requester<'static> = Requester {
+    actor: "cli",
+    role: None,
+    via: "cli",
+};
+
+fn describe(e: &Suppression) -> String {
+    format!(
+        "source {}, since {}{}",
+        e.source.as_str(),
+        rfc3339_ms(e.created_at_ms),
+        e.reason
+            .as_deref()
+            .map(|r| format!(", reason: {r}"))
+            .unwrap_or_default()
+    )
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: exit::USAGE,
+        message: message.into(),
+    }
+}
+
+/// `vaultcall suppression add`: puts a number (argument or `-` for stdin) on the
+/// suppression list; idempotent.
+pub fn suppression_add(
+    cfg: &Config,
+    phone: &str,
+    source: &str,
+    reason: Option<&str>,
+) -> Result<String, Failure> {
+    let source = SuppressionSource::parse(source)
+        .filter(|s| s.manual())
+        .ok_or_else(|| usage("--source: customer_request or operator"))?;
+    let phone = read_phone(phone)?;
+    let records = open_records(cfg)?;
+    let res = (|| {
+        let number = records.normalize(&phone)?;
+        let out = records.suppress(&number, source, reason, &CLI)?;
+        Ok(format!(
+            "{} subject {} ({})\n",
+            if out.added {
+                "suppressed:"
+            } else {
+                "already suppressed:"
+            },
+            out.subject.to_hex(),
+            describe(&out.entry)
+        ))
+    })();
+    close(records);
+    res
+}
+
+/// `vaultcall suppression check`: whether a number is on the list (exit 0 either way).
+pub fn suppression_check(cfg: &Config, phone: &str) -> Result<String, Failure> {
+    let phone = read_phone(phone)?;
+    let records = open_records(cfg)?;
+    let res = (|| {
+        let number = records.normalize(&phone)?;
+        let subject = records.subject_key(&number).to_hex();
+        Ok(match records.check_suppression(&number, &CLI)? {
+            Some(e) => format!("suppressed: subject {subject} ({})\n", describe(&e)),
+            None => format!("not suppressed: subject {subject}\n"),
+        })
+    })();
+    close(records);
+    res
+}
+
+/// `vaultcall suppression lift`: takes a number off the list on re-recorded consent; exit 1
+/// if it was not on it.
+pub fn suppression_lift(cfg: &Config, phone: &str, consent_ref: &str) -> Result<String, Failure> {
+    if consent_ref.trim().is_empty() {
+        return Err(usage(
+            "--consent-ref: the reference of the re-recorded consent is required",
+        ));
+    }
+    let phone = read_phone(phone)?;
+    let records = open_records(cfg)?;
+    let res = (|| {
+        let number = records.normalize(&phone)?;
+        let subject = records.subject_key(&number).to_hex();
+        match records.lift_suppression(&number, consent_ref, &CLI)? {
+            Some(e) => Ok(format!(
+                "lifted: subject {subject} may be called again (was {}; consent {})\n",
+                describe(&e),
+                consent_ref.trim()
+            )),
+            None => Err(Failure::runtime(format!(
+                "subject {subject} is not on the suppression list; nothing lifted"
+            ))),
+        }
+    })();
+    close(records);
+    res
+}
+
+/// `vaultcall suppression stats`: entries per source.
+pub fn suppression_stats(cfg: &Config) -> Result<String, Failure> {
+    let records = open_records(cfg)?;
+    let res = records.suppression_counts();
+    close(records);
+    let counts = res?;
+    let mut out = String::from("source            numbers\n");
+    for (s, n) in &counts {
+        out.push_str(&format!("{:<17} {n}\n", s.as_str()));
+    }
+    out.push_str(&format!(
+        "{:<17} {}\n",
+        "total",
+        counts.iter().map(|(_, n)| n).sum::<i64>()
+    ));
+    Ok(out)
 }
 
 /// `vaultcall verify-receipt`.

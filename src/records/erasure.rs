@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Records, RecordsError};
+use super::{Records, RecordsError, SuppressionSource};
 use crate::ids::SubjectKey;
 use crate::store::calls::{self, SubjectRowsDeleted};
 use crate::store::erasure::{self as rows, ErasureRow, ErasureState};
@@ -270,7 +270,13 @@ impl Records {
                     {
                         key_ids.push(k);
                     }
-                    subjects::suppress(c, &hash, "erasure", &format!("erasure {uid}"), now)?;
+                    subjects::suppress(
+                        c,
+                        &hash,
+                        SuppressionSource::Erasure.as_str(),
+                        Some(&format!("erasure {uid}")),
+                        now,
+                    )?;
                     let keys = serde_json::to_string(&key_ids).unwrap_or_else(|_| "[]".into());
                     let counts = json!({"subject_state_before": before}).to_string();
                     rows::advance(

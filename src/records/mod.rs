@@ -8,12 +8,14 @@
 //! - writing: [`LiveRecording`] (the media tap of a call) and [`LiveTranscript`] write
 //!   encrypted files as the call goes; cached personalised prompts are vault files too;
 //! - reading: [`Records::open_playback`] decrypts a file as a stream for the admin API;
-//! - [`erasure`], [`retention`] and [`rotation`] destroy and re-wrap keys.
+//! - [`erasure`], [`retention`] and [`rotation`] destroy and re-wrap keys;
+//! - [`suppression`]: the do-not-call list (add, check, lift on re-recorded consent).
 
 pub mod cli;
 pub mod erasure;
 pub mod retention;
 pub mod rotation;
+pub mod suppression;
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -39,6 +41,7 @@ use crate::vault::stream::{
 use crate::vault::{MasterKey, files};
 
 pub use erasure::{ErasureHook, ErasureOutcome, ErasureRequest, ErasureTarget, HookError};
+pub use suppression::{Requester, Suppressed, Suppression, SuppressionSource};
 
 /// Purpose names of the appliance keys.
 pub const LOOKUP_KEY: &str = "subject_lookup";
@@ -74,6 +77,11 @@ pub enum RecordsError {
     /// The number is on the suppression list (erased or do-not-call).
     #[error("this number is on the suppression list and must not be called or recorded")]
     Suppressed,
+    /// An erasure of this number has not finished yet (it resumes at the next start).
+    #[error(
+        "an erasure of this number has not finished yet; it completes at the daemon's next start"
+    )]
+    ErasureInProgress,
     /// The subject's data key has been destroyed; their data is gone.
     #[error("the data subject was erased; their data key no longer exists")]
     Shredded,
@@ -377,8 +385,7 @@ impl Records {
     /// Whether the dialer may call this number (not on the suppression list). The dialer calls
     /// this right before every attempt.
     pub fn may_dial(&self, number: &E164) -> Result<bool, RecordsError> {
-        let h = self.subject_key(number).0;
-        Ok(!self.store.read(move |c| subjects::is_suppressed(c, &h))?)
+        Ok(!self.is_suppressed(number)?)
     }
 
     /// The subject for a number, created with a new data key if needed. Refuses suppressed

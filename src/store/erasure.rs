@@ -183,6 +183,17 @@ pub fn unfinished(c: &Connection) -> Result<Vec<i64>, StoreError> {
     Ok(ids)
 }
 
+/// Whether an erasure of this subject hash has not reached `done`.
+pub fn unfinished_for(c: &Connection, hash: &[u8; 32]) -> Result<bool, StoreError> {
+    Ok(c.query_row(
+        "SELECT 1 FROM erasure_requests WHERE subject_hash = ?1 AND state != 'done' LIMIT 1",
+        [&hash[..]],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some())
+}
+
 /// Requests with id greater than `after`, oldest first.
 pub fn page(c: &Connection, after: i64, limit: usize) -> Result<Vec<ErasureRow>, StoreError> {
     let mut st = c.prepare(&format!(

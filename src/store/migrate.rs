@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "vault",
         sql: include_str!("migrations/0003_vault.sql"),
     },
+    Migration {
+        version: 4,
+        name: "suppression_sources",
+        sql: include_str!("migrations/0004_suppression_sources.sql"),
+    },
 ];
 
 /// The schema version this binary produces.
@@ -193,6 +198,45 @@ mod tests {
             matches!(err, StoreError::MigrationMismatch { version: 1, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn version_4_renames_suppression_sources_and_keeps_every_entry() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c, &MIGRATIONS[..3], 1).unwrap();
+        for (i, source) in ["erasure", "do_not_call", "blacklist"].iter().enumerate() {
+            c.execute(
+                "INSERT INTO suppression_list (subject_hash, source, reason, created_at_ms)
+                 VALUES (?1, ?2, 'r', ?3)",
+                rusqlite::params![vec![i as u8; 32], source, i as i64],
+            )
+            .unwrap();
+        }
+        assert_eq!(migrate(&mut c, MIGRATIONS, 2).unwrap(), (3, 4));
+        let mut st = c
+            .prepare(
+                "SELECT source, reason, created_at_ms FROM suppression_list ORDER BY created_at_ms",
+            )
+            .unwrap();
+        let rows: Vec<(String, String, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("erasure".into(), "r".into(), 0),
+                ("customer_request".into(), "r".into(), 1),
+                ("operator".into(), "r".into(), 2),
+            ]
+        );
+        assert!(!tables(&c).iter().any(|t| t == "suppression_list_v1"));
+        let old_name = c.execute(
+            "INSERT INTO suppression_list (subject_hash, source, created_at_ms) VALUES (?1, 'do_not_call', 1)",
+            [vec![9u8; 32]],
+        );
+        assert!(old_name.is_err());
     }
 
     #[test]

@@ -125,6 +125,17 @@ pub fn shred(c: &Connection, id: i64, now_ms: i64) -> Result<Option<String>, Sto
     Ok(key_id)
 }
 
+/// A `suppression_list` row: why a number must not be dialled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionRow {
+    /// `erasure`, `customer_request`, `script` or `operator` (a CHECK constraint keeps it so).
+    pub source: String,
+    /// Free text without personal data (e.g. the erasure request id).
+    pub reason: Option<String>,
+    /// When the number was added.
+    pub created_at_ms: i64,
+}
+
 /// Whether the number's hash is on the suppression list.
 pub fn is_suppressed(c: &Connection, hash: &[u8; 32]) -> Result<bool, StoreError> {
     Ok(c.query_row(
@@ -136,20 +147,63 @@ pub fn is_suppressed(c: &Connection, hash: &[u8; 32]) -> Result<bool, StoreError
     .is_some())
 }
 
-/// Adds a hash to the suppression list; returns whether it was new.
+/// The suppression entry of a hash, if any.
+pub fn suppression(c: &Connection, hash: &[u8; 32]) -> Result<Option<SuppressionRow>, StoreError> {
+    Ok(c.query_row(
+        "SELECT source, reason, created_at_ms FROM suppression_list WHERE subject_hash = ?1",
+        [&hash[..]],
+        |r| {
+            Ok(SuppressionRow {
+                source: r.get(0)?,
+                reason: r.get(1)?,
+                created_at_ms: r.get(2)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+/// Adds a hash to the suppression list; returns whether it was new. An existing entry is
+/// left as it is (its source and time stay those of the first addition).
 pub fn suppress(
     c: &Connection,
     hash: &[u8; 32],
     source: &str,
-    reason: &str,
+    reason: Option<&str>,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    // `ON CONFLICT … DO NOTHING`, not `INSERT OR IGNORE`: OR IGNORE would also swallow a
+    // CHECK violation (an unknown source) and report it as "already listed".
     let n = c.execute(
-        "INSERT OR IGNORE INTO suppression_list (subject_hash, source, reason, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO suppression_list (subject_hash, source, reason, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (subject_hash) DO NOTHING",
         params![&hash[..], source, reason, now_ms],
     )?;
     Ok(n == 1)
+}
+
+/// Removes a hash from the suppression list; returns the entry removed, or `None` if the hash
+/// was not on it. Touches nothing else: a shredded subject stays shredded.
+pub fn lift(c: &Connection, hash: &[u8; 32]) -> Result<Option<SuppressionRow>, StoreError> {
+    let row = suppression(c, hash)?;
+    if row.is_some() {
+        c.execute(
+            "DELETE FROM suppression_list WHERE subject_hash = ?1",
+            [&hash[..]],
+        )?;
+    }
+    Ok(row)
+}
+
+/// How many entries the suppression list holds per source (sources without entries are
+/// absent), ordered by source.
+pub fn suppression_counts(c: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut st =
+        c.prepare("SELECT source, count(*) FROM suppression_list GROUP BY source ORDER BY source")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 /// An `appliance_keys` row.
@@ -369,4 +423,100 @@ pub fn finish_rotation(c: &Connection, id: i64, now_ms: i64) -> Result<(), Store
         params![id, now_ms],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::migrate::migrate(&mut c, crate::store::migrate::MIGRATIONS, 1).unwrap();
+        c
+    }
+
+    #[test]
+    fn suppression_add_is_idempotent_and_keeps_the_first_entry() {
+        let c = db();
+        let h = [3u8; 32];
+        assert!(!is_suppressed(&c, &h).unwrap());
+        assert_eq!(suppression(&c, &h).unwrap(), None);
+        assert!(suppress(&c, &h, "customer_request", Some("asked on the call"), 10).unwrap());
+        assert!(!suppress(&c, &h, "operator", None, 20).unwrap());
+        assert!(is_suppressed(&c, &h).unwrap());
+        assert_eq!(
+            suppression(&c, &h).unwrap(),
+            Some(SuppressionRow {
+                source: "customer_request".into(),
+                reason: Some("asked on the call".into()),
+                created_at_ms: 10,
+            })
+        );
+    }
+
+    #[test]
+    fn lift_removes_only_that_entry_and_reports_what_it_removed() {
+        let c = db();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        suppress(&c, &a, "erasure", Some("erasure er-1"), 5).unwrap();
+        suppress(&c, &b, "operator", None, 6).unwrap();
+        let gone = lift(&c, &a).unwrap().unwrap();
+        assert_eq!((gone.source.as_str(), gone.created_at_ms), ("erasure", 5));
+        assert_eq!(lift(&c, &a).unwrap(), None);
+        assert!(!is_suppressed(&c, &a).unwrap());
+        assert!(is_suppressed(&c, &b).unwrap());
+    }
+
+    #[test]
+    fn counts_by_source_and_only_known_sources() {
+        let c = db();
+        for (i, s) in [
+            "erasure",
+            "customer_request",
+            "customer_request",
+            "script",
+            "operator",
+        ]
+        .iter()
+        .enumerate()
+        {
+            suppress(&c, &[i as u8; 32], s, None, 1).unwrap();
+        }
+        assert_eq!(
+            suppression_counts(&c).unwrap(),
+            vec![
+                ("customer_request".to_owned(), 2),
+                ("erasure".to_owned(), 1),
+                ("operator".to_owned(), 1),
+                ("script".to_owned(), 1),
+            ]
+        );
+        for bad in ["do_not_call", "blacklist", ""] {
+            assert!(suppress(&c, &[9; 32], bad, None, 1).is_err(), "{bad}");
+        }
+        assert!(suppress(&c, &[9; 32], "operator", None, 1).is_ok());
+    }
+
+    #[test]
+    fn a_shredded_subject_can_be_rekeyed_and_a_live_one_cannot() {
+        let c = db();
+        let h = [4u8; 32];
+        let rec = |key_id: &'static str, now_ms| KeyRecord {
+            subject_hash: &h,
+            phone_enc: b"enc",
+            key_id,
+            wrapped_key: b"wrapped",
+            master_key_id: "kek-1",
+            now_ms,
+        };
+        let id = insert(&c, &rec("dk-old", 1)).unwrap();
+        assert!(!rekey_shredded(&c, id, &rec("dk-new", 2)).unwrap());
+        assert_eq!(shred(&c, id, 3).unwrap().as_deref(), Some("dk-old"));
+        let tomb = by_id(&c, id).unwrap().unwrap();
+        assert_eq!((tomb.wrapped_key, tomb.phone_enc), (None, None));
+        assert!(rekey_shredded(&c, id, &rec("dk-new", 4)).unwrap());
+        let row = by_hash(&c, &h).unwrap().unwrap();
+        assert_eq!((row.id, row.key_id.as_str()), (id, "dk-new"));
+        assert_eq!((row.shredded_at_ms, row.created_at_ms), (None, 4));
+    }
 }
