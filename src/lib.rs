@@ -15,8 +15,9 @@
 //!  [store]  SQLite (WAL), one writer   [admin] HTTP API + web page, TLS, roles
 //! ```
 //!
-//! Foundation modules present today: [`config`], [`telemetry`], [`time`], [`ids`], [`store`],
-//! [`vault`] (master key), [`admin`], [`runtime`], [`app`].
+//! Modules present today: [`config`], [`telemetry`], [`time`], [`ids`], [`store`], [`vault`]
+//! (master key), [`admin`], [`media`] (RTP engine core; its tokio driver is
+//! [`runtime::rtp_io`]), [`runtime`], [`app`].
 //!
 //! ## Two kinds of code
 //!
