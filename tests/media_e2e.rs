@@ -93,11 +93,14 @@ fn assert_heard(who: &str, frames: &[Arc<TapFrame>], hz: f64, ms: usize) {
     assert_tone(who, &heard(frames), hz, ms);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
-    let cfg = media_config(0);
-    let pool = PortPool::new(&cfg);
-    // Allocate both first so each knows the other's address, as SDP offer/answer would.
+/// Two endpoints pointed at each other, as SDP offer/answer would leave them: both port pairs
+/// are allocated first so that each knows the other's address.
+fn pair(
+    pool: &Arc<PortPool>,
+    cfg: &MediaConfig,
+    a_law: Law,
+    b_law: Law,
+) -> (MediaEndpoint, MediaEndpoint) {
     let a_sockets = pool.allocate().unwrap();
     let b_sockets = pool.allocate().unwrap();
     let (a_addr, b_addr) = (a_sockets.local_rtp(), b_sockets.local_rtp());
@@ -105,15 +108,21 @@ async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
         MediaEndpoint::new(
             s,
             Negotiated::g711(remote, law, Some(101)),
-            &cfg,
+            cfg,
             random_seeds(),
             SystemClock.mono(),
             SystemClock.wall(),
         )
         .unwrap()
     };
-    let a = mk(a_sockets, b_addr, Law::Alaw);
-    let b = mk(b_sockets, a_addr, Law::Ulaw);
+    (mk(a_sockets, b_addr, a_law), mk(b_sockets, a_addr, b_law))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
+    let cfg = media_config(0);
+    let pool = PortPool::new(&cfg);
+    let (a, b) = pair(&pool, &cfg, Law::Alaw, Law::Ulaw);
     let dir = tempfile::tempdir().unwrap();
     let wav_path = dir.path().join("b.wav");
     let b_recording = rtp_io::record(
@@ -211,29 +220,8 @@ async fn dtmf_digits(h: &mut MediaHandle, until: Duration) -> String {
 async fn dtmf_goes_through_as_rfc_4733_events() {
     let cfg = media_config(2);
     let pool = PortPool::new(&cfg);
-    let a_sockets = pool.allocate().unwrap();
-    let b_sockets = pool.allocate().unwrap();
-    let (a_addr, b_addr) = (a_sockets.local_rtp(), b_sockets.local_rtp());
-    let a = MediaEndpoint::new(
-        a_sockets,
-        Negotiated::g711(b_addr, Law::Alaw, Some(101)),
-        &cfg,
-        random_seeds(),
-        SystemClock.mono(),
-        SystemClock.wall(),
-    )
-    .unwrap()
-    .start();
-    let mut b = MediaEndpoint::new(
-        b_sockets,
-        Negotiated::g711(a_addr, Law::Alaw, Some(101)),
-        &cfg,
-        random_seeds(),
-        SystemClock.mono(),
-        SystemClock.wall(),
-    )
-    .unwrap()
-    .start();
+    let (a, b) = pair(&pool, &cfg, Law::Alaw, Law::Alaw);
+    let (a, mut b) = (a.start(), b.start());
     for d in ['1', '#', '9', '*'] {
         a.send_dtmf(d, 100).await.unwrap();
     }
