@@ -19,7 +19,7 @@
 //! (keys, the encrypted file format, receipts — no database), [`records`] (the vault composed
 //! with the store: subjects, recording, playback, erasure, retention, rotation),
 //! [`conversation`] (the call-script engine) and [`scriptctl`], [`sip`] (the SIP user agent),
-//! [`media`] (RTP), [`admin`], [`runtime`], [`app`]. `store` and `vault` depend only on plain
+//! [`media`] (the RTP engine core; its tokio driver is [`runtime::rtp_io`]), [`admin`], [`runtime`], [`app`]. `store` and `vault` depend only on plain
 //! modules; `records` is the one place that joins them (docs/vault.md).
 //!
 //! ## Two kinds of code

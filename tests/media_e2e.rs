@@ -63,15 +63,7 @@ fn collect(mut taps: TapReceiver) -> tokio::task::JoinHandle<Vec<Arc<TapFrame>>>
     })
 }
 
-/// Milliseconds of frames whose customer side carries a tone (RMS above a silence threshold).
-fn tone_ms(frames: &[Arc<TapFrame>]) -> usize {
-    frames
-        .iter()
-        .filter(|f| f.customer_audio && tone::rms(&f.customer) > 1000.0)
-        .count()
-        * 20
-}
-
+/// The customer audio of frames that carry a tone (RMS above a silence threshold).
 fn heard(frames: &[Arc<TapFrame>]) -> Vec<i16> {
     frames
         .iter()
@@ -85,11 +77,30 @@ fn within_2_percent(got_ms: usize, want_ms: usize) -> bool {
     diff <= want_ms as f64 * 0.02
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
-    let cfg = media_config(0);
-    let pool = PortPool::new(&cfg);
-    // Allocate both first so each knows the other's address, as SDP offer/answer would.
+/// `loud` (8 kHz samples of the frames that carried sound) is a tone of `hz` lasting `ms`
+/// (within 2 %).
+fn assert_tone(who: &str, loud: &[i16], hz: f64, ms: usize) {
+    let f = tone::dominant_frequency(loud, 200.0, 3400.0, 10.0);
+    assert_eq!(f, hz, "{who} heard {f} Hz");
+    let got = loud.len() / 8;
+    assert!(
+        within_2_percent(got, ms),
+        "{who} heard the tone for {got} ms, sent {ms} ms"
+    );
+}
+
+fn assert_heard(who: &str, frames: &[Arc<TapFrame>], hz: f64, ms: usize) {
+    assert_tone(who, &heard(frames), hz, ms);
+}
+
+/// Two endpoints pointed at each other, as SDP offer/answer would leave them: both port pairs
+/// are allocated first so that each knows the other's address.
+fn pair(
+    pool: &Arc<PortPool>,
+    cfg: &MediaConfig,
+    a_law: Law,
+    b_law: Law,
+) -> (MediaEndpoint, MediaEndpoint) {
     let a_sockets = pool.allocate().unwrap();
     let b_sockets = pool.allocate().unwrap();
     let (a_addr, b_addr) = (a_sockets.local_rtp(), b_sockets.local_rtp());
@@ -97,15 +108,21 @@ async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
         MediaEndpoint::new(
             s,
             Negotiated::g711(remote, law, Some(101)),
-            &cfg,
+            cfg,
             random_seeds(),
             SystemClock.mono(),
             SystemClock.wall(),
         )
         .unwrap()
     };
-    let a = mk(a_sockets, b_addr, Law::Alaw);
-    let b = mk(b_sockets, a_addr, Law::Ulaw);
+    (mk(a_sockets, b_addr, a_law), mk(b_sockets, a_addr, b_law))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
+    let cfg = media_config(0);
+    let pool = PortPool::new(&cfg);
+    let (a, b) = pair(&pool, &cfg, Law::Alaw, Law::Ulaw);
     let dir = tempfile::tempdir().unwrap();
     let wav_path = dir.path().join("b.wav");
     let b_recording = rtp_io::record(
@@ -120,21 +137,8 @@ async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
     let (sa, sb) = (a.close().await.unwrap(), b.close().await.unwrap());
     let (a_frames, b_frames) = (a_taps.await.unwrap(), b_taps.await.unwrap());
 
-    assert_eq!(
-        tone::dominant_frequency(&heard(&b_frames), 200.0, 3400.0, 10.0),
-        440.0
-    );
-    assert_eq!(
-        tone::dominant_frequency(&heard(&a_frames), 200.0, 3400.0, 10.0),
-        1000.0
-    );
-    for (who, frames) in [("A", &a_frames), ("B", &b_frames)] {
-        let ms = tone_ms(frames);
-        assert!(
-            within_2_percent(ms, 2000),
-            "{who} heard the tone for {ms} ms"
-        );
-    }
+    assert_heard("B", &b_frames, 440.0, 2000);
+    assert_heard("A", &a_frames, 1000.0, 2000);
     for s in [&sa, &sb] {
         assert!(s.packets_sent >= 125, "{s:?}");
         assert_eq!((s.packets_lost, s.malformed), (0, 0), "{s:?}");
@@ -152,19 +156,8 @@ async fn two_endpoints_exchange_440_hz_and_1_khz_and_record_both_legs() {
             .copied()
             .collect()
     };
-    let (l, r) = (loud(&left), loud(&right));
-    assert_eq!(tone::dominant_frequency(&l, 200.0, 3400.0, 10.0), 440.0);
-    assert_eq!(tone::dominant_frequency(&r, 200.0, 3400.0, 10.0), 1000.0);
-    assert!(
-        within_2_percent(l.len() / 8, 2000),
-        "left {} ms",
-        l.len() / 8
-    );
-    assert!(
-        within_2_percent(r.len() / 8, 2000),
-        "right {} ms",
-        r.len() / 8
-    );
+    assert_tone("the recording's left channel", &loud(&left), 440.0, 2000);
+    assert_tone("the recording's right channel", &loud(&right), 1000.0, 2000);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&wav_path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -207,16 +200,9 @@ async fn calls_from_one_remote_address_are_told_apart_by_local_port() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (s1, s2) = (h1.close().await.unwrap(), h2.close().await.unwrap());
     let (f1, f2) = (t1.await.unwrap(), t2.await.unwrap());
-    assert_eq!(
-        tone::dominant_frequency(&heard(&f1), 200.0, 3400.0, 10.0),
-        440.0
-    );
-    assert_eq!(
-        tone::dominant_frequency(&heard(&f2), 200.0, 3400.0, 10.0),
-        1000.0
-    );
+    assert_heard("call 1", &f1, 440.0, 1000);
+    assert_heard("call 2", &f2, 1000.0, 1000);
     assert_eq!((s1.packets_received, s2.packets_received), (50, 50));
-    assert!(within_2_percent(tone_ms(&f1), 1000) && within_2_percent(tone_ms(&f2), 1000));
 }
 
 async fn dtmf_digits(h: &mut MediaHandle, until: Duration) -> String {
@@ -234,29 +220,8 @@ async fn dtmf_digits(h: &mut MediaHandle, until: Duration) -> String {
 async fn dtmf_goes_through_as_rfc_4733_events() {
     let cfg = media_config(2);
     let pool = PortPool::new(&cfg);
-    let a_sockets = pool.allocate().unwrap();
-    let b_sockets = pool.allocate().unwrap();
-    let (a_addr, b_addr) = (a_sockets.local_rtp(), b_sockets.local_rtp());
-    let a = MediaEndpoint::new(
-        a_sockets,
-        Negotiated::g711(b_addr, Law::Alaw, Some(101)),
-        &cfg,
-        random_seeds(),
-        SystemClock.mono(),
-        SystemClock.wall(),
-    )
-    .unwrap()
-    .start();
-    let mut b = MediaEndpoint::new(
-        b_sockets,
-        Negotiated::g711(a_addr, Law::Alaw, Some(101)),
-        &cfg,
-        random_seeds(),
-        SystemClock.mono(),
-        SystemClock.wall(),
-    )
-    .unwrap()
-    .start();
+    let (a, b) = pair(&pool, &cfg, Law::Alaw, Law::Alaw);
+    let (a, mut b) = (a.start(), b.start());
     for d in ['1', '#', '9', '*'] {
         a.send_dtmf(d, 100).await.unwrap();
     }
@@ -307,14 +272,6 @@ async fn rtp_echo_from_sipp_brings_our_tone_back() {
     let _ = sipp.kill();
     let _ = sipp.wait();
     let frames = taps.await.unwrap();
-    assert_eq!(
-        tone::dominant_frequency(&heard(&frames), 200.0, 3400.0, 10.0),
-        440.0
-    );
-    let ms = tone_ms(&frames);
-    assert!(
-        within_2_percent(ms, 2000),
-        "echo carried the tone for {ms} ms"
-    );
+    assert_heard("the echo", &frames, 440.0, 2000);
     assert!(stats.packets_received >= 120, "{stats:?}");
 }

@@ -232,24 +232,19 @@ mod tests {
         rows
     }
 
-    #[test]
-    fn every_ulaw_code_decodes_to_the_standard_value() {
-        let rows = ulaw_reference();
+    /// Every row's code decodes to the table's output (× `scale` to 16 bits), and so does its
+    /// negative twin to the negated output; together they cover all 256 codes.
+    fn check_all_codes(rows: &[Row], decode: fn(u8) -> i16, negative: fn(u8) -> u8, scale: i32) {
         let mut seen = [false; 256];
-        for r in &rows {
-            // Positive code and its negative twin (polarity bit 0).
+        for r in rows {
+            let neg = negative(r.code);
             assert_eq!(
-                i32::from(ulaw_to_linear(r.code)),
-                r.out * 4,
+                i32::from(decode(r.code)),
+                r.out * scale,
                 "code {:#04x}",
                 r.code
             );
-            let neg = r.code & 0x7F;
-            assert_eq!(
-                i32::from(ulaw_to_linear(neg)),
-                -r.out * 4,
-                "code {neg:#04x}"
-            );
+            assert_eq!(i32::from(decode(neg)), -r.out * scale, "code {neg:#04x}");
             seen[usize::from(r.code)] = true;
             seen[usize::from(neg)] = true;
         }
@@ -257,26 +252,14 @@ mod tests {
     }
 
     #[test]
+    fn every_ulaw_code_decodes_to_the_standard_value() {
+        // The negative twin has polarity bit 0.
+        check_all_codes(&ulaw_reference(), ulaw_to_linear, |c| c & 0x7F, 4);
+    }
+
+    #[test]
     fn every_alaw_code_decodes_to_the_standard_value() {
-        let rows = alaw_reference();
-        let mut seen = [false; 256];
-        for r in &rows {
-            assert_eq!(
-                i32::from(alaw_to_linear(r.code)),
-                r.out * 8,
-                "code {:#04x}",
-                r.code
-            );
-            let neg = r.code ^ 0x80;
-            assert_eq!(
-                i32::from(alaw_to_linear(neg)),
-                -r.out * 8,
-                "code {neg:#04x}"
-            );
-            seen[usize::from(r.code)] = true;
-            seen[usize::from(neg)] = true;
-        }
-        assert!(seen.iter().all(|&s| s), "the table covers all 256 codes");
+        check_all_codes(&alaw_reference(), alaw_to_linear, |c| c ^ 0x80, 8);
     }
 
     #[test]
