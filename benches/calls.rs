@@ -1,5 +1,5 @@
 //! Concurrent-call benchmark: vaultcall places N calls to a SIPp UAS that echoes RTP back
-//! (`-rtp_echo`), each call playing a tone and recording both legs to a stereo WAV file
+//! (`-rtp_echo`), each call repeating a 5-second prompt and recording both legs to a stereo WAV file
 //! (recording taps on), and measures over a steady-state window:
 //! CPU per call, memory per call, the RTP send interval (p50/p99/max, bucket resolution) and
 //! the late-packet ratio. Then, as a baseline in the same run, two SIPp instances do the same
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use vaultcall::config::{Config, TrunkConfig};
+use vaultcall::media::session::MediaEvent;
 use vaultcall::runtime::rtp_io::{MediaEndpoint, PortPool, random_seeds, record, wav_file_sink};
 use vaultcall::runtime::sip_endpoint::{
     Command as EpCommand, EndpointConfig, EndpointHandle, SipEndpoint, ToCall,
@@ -183,15 +184,27 @@ struct CallResult {
     received: u64,
 }
 
+/// One call's part: how long to hold it, where to record, its seed, the prompt it repeats.
+struct Plan {
+    hold: Duration,
+    rec: PathBuf,
+    seed: u64,
+    prompt: Arc<[i16]>,
+}
+
 async fn one_call(
     cfg: Arc<Config>,
     ep: EndpointHandle,
     target: Target,
     pool: Arc<PortPool>,
-    hold: Duration,
-    rec: PathBuf,
-    seed: u64,
+    plan: Plan,
 ) -> CallResult {
+    let Plan {
+        hold,
+        rec,
+        seed,
+        prompt,
+    } = plan;
     let clock = SystemClock;
     let t = &cfg.sip.trunks[0];
     let Ok(sockets) = pool.allocate() else {
@@ -223,7 +236,7 @@ async fn one_call(
     let mut recording = None;
     let mut hangup_at = None;
     let mut answered = false;
-    let tone = vaultcall::media::tone::sine(440.0, 60_000, 8000);
+    let mut media_ended = false;
     loop {
         let now = clock.mono();
         let mut ended = false;
@@ -263,7 +276,7 @@ async fn one_call(
                         let sink = wav_file_sink(&rec).expect("recording file");
                         recording = Some(record(m.subscribe_taps(), Box::new(sink)));
                         let handle = m.start();
-                        let _ = handle.play(1, tone.clone()).await;
+                        let _ = handle.play(1, prompt.to_vec()).await;
                         media = Some(handle);
                     }
                     hangup_at = Some(now + hold);
@@ -280,7 +293,23 @@ async fn one_call(
             .flatten()
             .min()
             .unwrap_or(now + Duration::from_secs(3600));
+        let media_event = async {
+            match media.as_mut() {
+                Some(m) if !media_ended => m.next_event().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            ev = media_event => match ev {
+                // The prompt again, as a script would say its next line.
+                Some(MediaEvent::PlaybackFinished { .. }) => {
+                    if let Some(m) = &media {
+                        let _ = m.play(1, prompt.to_vec()).await;
+                    }
+                }
+                Some(_) => {}
+                None => media_ended = true,
+            },
             m = rx.recv() => match m {
                 Some(ToCall::Response(r)) => call.handle_response(clock.mono(), *r),
                 Some(ToCall::Request(tx, r)) => call.handle_request(clock.mono(), tx, *r),
@@ -383,17 +412,22 @@ fn main() {
         let pool = PortPool::new(&cfg.media);
         let rss0 = rss_mib(None);
         let mut tasks = Vec::new();
+        // A 5-second prompt (the length of a typical script line), repeated by every call.
+        let prompt: Arc<[i16]> = vaultcall::media::tone::sine(440.0, 5_000, 8000).into();
         // 50 new calls per second, like a dialer under its CPS cap.
         for i in 0..a.calls {
-            let rec = tmp.path().join(format!("rec-{i}.wav"));
+            let plan = Plan {
+                hold,
+                rec: tmp.path().join(format!("rec-{i}.wav")),
+                seed: 1000 + i as u64,
+                prompt: prompt.clone(),
+            };
             tasks.push(tokio::spawn(one_call(
                 cfg.clone(),
                 handle.clone(),
                 target,
                 pool.clone(),
-                hold,
-                rec,
-                1000 + i as u64,
+                plan,
             )));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

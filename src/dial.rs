@@ -290,6 +290,7 @@ async fn dial(
     };
     let mut sockets = Some(sockets);
     let mut media: Option<MediaHandle> = None;
+    let mut media_ended = false;
     let mut remote_rtp = None;
     let mut recordings = Vec::new();
     let mut vault_id = None;
@@ -419,8 +420,8 @@ async fn dial(
             .unwrap_or(far);
         let media_event = async {
             match media.as_mut() {
-                Some(m) => m.next_event().await,
-                None => std::future::pending().await,
+                Some(m) if !media_ended => m.next_event().await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -438,11 +439,16 @@ async fn dial(
                     None => break,
                 }
             }
-            ev = media_event => {
-                if let Some(MediaEvent::Dtmf(DtmfNotice::End { digit, .. })) = ev {
-                    dtmf.push(digit);
+                        ev = media_event => match ev {
+                Some(MediaEvent::Dtmf(DtmfNotice::End { digit, .. })) => dtmf.push(digit),
+                Some(_) => {}
+                // The media task ended (socket error): stop polling it; the call goes on
+                // until its own end, and `close` reports what happened.
+                None => {
+                    media_ended = true;
+                    flow.note(clock.mono(), "×", "media ended".into());
                 }
-            }
+            },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 let now = clock.mono();
                                 if dtmf_at.is_some_and(|t| now >= t) && !dtmf_left.is_empty() {
