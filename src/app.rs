@@ -286,6 +286,10 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     telemetry::set_redaction_key(&master.derive("log-redaction"));
     log::info!(key_id = master.id(); "master key loaded");
 
+    // Models: verified against the digests built into this binary, then loaded (exit 78 when
+    // the library or a model is missing or altered). The call wiring uses them later.
+    let _speech = load_speech(&cfg, &paths.data_dir)?;
+
     // Sockets.
     let cert = match &cfg.admin.tls {
         Some(t) => {
@@ -435,6 +439,50 @@ fn log_report(r: &ReloadReport) {
             "configuration reloaded"
         ),
     }
+}
+
+/// The speech engines the daemon holds while it runs.
+pub struct SpeechEngines {
+    /// Speech recognition workers.
+    pub asr: crate::speech::worker::AsrEngine,
+    /// Speech synthesis workers.
+    pub tts: crate::speech::worker::TtsEngine,
+}
+
+impl From<crate::speech::onnx::SpeechError> for Failure {
+    fn from(e: crate::speech::onnx::SpeechError) -> Self {
+        use crate::speech::onnx::SpeechError as E;
+        match e {
+            E::Library { .. } | E::Model { .. } => Self::config(e),
+            other => Self::runtime(other),
+        }
+    }
+}
+
+/// Verifies and loads the speech models when `speech.enabled`.
+pub fn load_speech(
+    cfg: &Config,
+    data_dir: &std::path::Path,
+) -> Result<Option<SpeechEngines>, Failure> {
+    if !cfg.speech.enabled {
+        log::info!("speech engine disabled (speech.enabled = false)");
+        return Ok(None);
+    }
+    let clock = SystemClock;
+    let t0 = clock.mono();
+    let asr = crate::speech::worker::AsrEngine::load(&cfg.speech, data_dir)?;
+    let tts = crate::speech::worker::TtsEngine::load(
+        &cfg.speech,
+        data_dir,
+        Some(under(data_dir, &cfg.speech.tts.cache_dir)),
+    )?;
+    log::info!(
+        load_ms = clock.mono().saturating_duration_since(t0).as_millis() as u64,
+        asr:? = asr.placed,
+        tts:? = tts.placed;
+        "speech models verified and loaded"
+    );
+    Ok(Some(SpeechEngines { asr, tts }))
 }
 
 /// Keys whose new values take effect on reload.

@@ -60,6 +60,7 @@ pub mod media;
 pub mod runtime;
 pub mod scriptctl;
 pub mod sip;
+pub mod speech;
 pub mod store;
 pub mod telemetry;
 pub mod time;
