@@ -342,6 +342,12 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     let mut front_task = tokio::spawn(front.run(stop_rx.clone()));
     let mut sip_task = tokio::spawn(sip.run(stop_rx.clone()));
 
+    // Signal handlers before READY: a supervisor may send SIGTERM as soon as it sees READY
+    // (with the model threads busy at start, the gap was wide enough to be hit).
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
+
     // Ready.
     lifecycle.advance(Phase::Ready);
     let scheme = if cert.is_some() { "https" } else { "http" };
@@ -358,9 +364,6 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
         data_dir: paths.data_dir.clone(),
     };
     let mut effective = cfg;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     let watchdog = notifier.watchdog();
     let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

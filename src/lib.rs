@@ -61,6 +61,7 @@ pub mod runtime;
 pub mod scriptctl;
 pub mod sip;
 pub mod speech;
+pub mod speechctl;
 pub mod store;
 pub mod telemetry;
 pub mod time;

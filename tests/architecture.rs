@@ -18,6 +18,7 @@ const SHELL: &[&str] = &[
     "vault",
     "main",
     "scriptctl",
+    "speechctl",
 ];
 
 /// What a core must not use. Address *values* (`std::net::SocketAddr`, `IpAddr`) are plain

@@ -24,7 +24,7 @@ fn version_prints_and_exits_zero() {
         out.starts_with(&format!("vaultcall {}", env!("CARGO_PKG_VERSION"))),
         "{out}"
     );
-    assert!(out.contains("database schema 2"), "{out}");
+    assert!(out.contains("database schema 3"), "{out}");
 }
 
 #[test]

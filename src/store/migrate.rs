@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "script_versions_immutable",
         sql: include_str!("migrations/0002_script_versions_immutable.sql"),
     },
+    Migration {
+        version: 3,
+        name: "transcriptions",
+        sql: include_str!("migrations/0003_transcriptions.sql"),
+    },
 ];
 
 /// The schema version this binary produces.
@@ -142,6 +147,7 @@ mod tests {
             "script_versions",
             "tasks",
             "turns",
+            "transcriptions",
         ] {
             assert!(t.iter().any(|x| x == want), "missing {want}: {t:?}");
         }
@@ -179,14 +185,12 @@ mod tests {
         migrate(&mut c, MIGRATIONS, 1).unwrap();
         let err = migrate(&mut c, &[], 1).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-        let edited = [
-            Migration {
-                version: 1,
-                name: "init",
-                sql: "CREATE TABLE x (y INTEGER);",
-            },
-            MIGRATIONS[1],
-        ];
+        let mut edited = vec![Migration {
+            version: 1,
+            name: "init",
+            sql: "CREATE TABLE x (y INTEGER);",
+        }];
+        edited.extend_from_slice(&MIGRATIONS[1..]);
         let err = migrate(&mut c, &edited, 1).unwrap_err();
         assert!(
             matches!(err, StoreError::MigrationMismatch { version: 1, .. }),

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod migrate;
 pub mod scripts;
 pub mod tokens;
+pub mod transcriptions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};

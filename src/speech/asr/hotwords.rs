@@ -146,6 +146,11 @@ impl Hotwords {
         self.words.is_empty()
     }
 
+    /// How many hotwords are in use.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
     fn score(window: &[char], word: &[char], py: &Pinyin) -> Option<f64> {
         similarity(window, word, py)
     }
