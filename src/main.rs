@@ -110,6 +110,9 @@ enum Cmd {
         /// Speaking rate (default: speech.tts.speed).
         #[arg(long)]
         speed: Option<f64>,
+        /// Also print the pinyin (after normalisation and tone sandhi) and Kokoro phonemes.
+        #[arg(long)]
+        show_pinyin: bool,
         /// Config file.
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
@@ -355,14 +358,18 @@ fn run(cli: Cli) -> Result<String, Failure> {
             out,
             rate,
             speed,
+            show_pinyin,
             config,
         } => vaultcall::speechctl::say_cmd(
             &with_config(config)?,
-            &text,
-            voice.as_deref(),
-            &out,
-            rate,
-            speed,
+            &vaultcall::speechctl::SayArgs {
+                text,
+                voice,
+                out,
+                rate,
+                speed,
+                show_pinyin,
+            },
         ),
         Cmd::BenchSpeech {
             only,

@@ -334,3 +334,54 @@ fn pinyin_table_covers_the_front_end() {
     let p = Pinyin::from_tsv(&std::fs::read_to_string(models().join("zh/chars.tsv")).unwrap());
     assert_eq!(p.of('行'), ["xing", "hang", "heng"]);
 }
+
+#[test]
+fn cuda_request_on_a_cpu_build_falls_back_to_the_cpu() {
+    use vaultcall::speech::onnx::Placed;
+    let mut c = cfg();
+    c.execution_provider = "cuda:0".into();
+    let d = tempfile::tempdir().unwrap();
+    let e = AsrEngine::load(&c, d.path()).expect("falls back instead of failing");
+    assert_eq!(e.placed, Placed::Cpu);
+    let pcm = tts()
+        .synthesize("好的。", "zf_xiaobei", 1.0, 8000)
+        .unwrap()
+        .0;
+    assert!(!e.transcribe(to_16k(&pcm)).unwrap().text.is_empty());
+}
+
+#[test]
+fn synthesis_is_clause_by_clause_and_stops_on_barge_in() {
+    use vaultcall::speech::onnx::SpeechError;
+    use vaultcall::speech::worker::Cancel;
+    let text = "您好，这里是银行信用卡中心。您本期账单已经出来了，请您按时还款。如有疑问，请拨打客服热线。";
+    let cancel = Cancel::new();
+    let mut chunks = Vec::new();
+    let r = tts().speak(text, "zf_xiaoyi", 1.0, 8000, &cancel, &mut |pcm| {
+        chunks.push(pcm.len());
+        cancel.cancel(); // the customer starts talking during the first clause
+    });
+    assert!(matches!(r, Err(SpeechError::Cancelled)), "{r:?}");
+    assert_eq!(chunks.len(), 1, "only the first clause was played");
+    let (_, stats) = tts().synthesize(text, "zf_xiaoyi", 1.0, 8000).unwrap();
+    assert!(stats.clauses >= 4, "{stats:?}");
+    assert!(stats.first_audio < stats.total, "{stats:?}");
+}
+
+#[test]
+fn prompts_come_from_the_cache_the_second_time() {
+    let d = tempfile::tempdir().unwrap();
+    let e = TtsEngine::load(&cfg(), d.path(), Some(d.path().join("prompts"))).unwrap();
+    let (a, hit) = e.prompt("请问您现在方便吗？", "zm_yunjian", 1.0).unwrap();
+    assert!(!hit);
+    let (b, hit) = e.prompt("请问您现在方便吗？", "zm_yunjian", 1.0).unwrap();
+    assert!(hit);
+    assert_eq!(a, b);
+    let n = e
+        .presynthesize(&[
+            ("请问您现在方便吗？".into(), "zm_yunjian".into()),
+            ("好的，再见。".into(), "zm_yunjian".into()),
+        ])
+        .unwrap();
+    assert_eq!(n, 1, "only the new prompt is synthesised");
+}

@@ -626,6 +626,9 @@ impl TtsEngine {
         let mut stats = SpeakStats::default();
         let mut queued = 0;
         while queued < parts.len() || !pending.is_empty() {
+            if cancel.is_cancelled() {
+                return Err(SpeechError::Cancelled);
+            }
             // Keep a few clauses queued ahead, not the whole text (fairness between calls).
             while queued < parts.len() && pending.len() < 3 {
                 let (p, pause) = &parts[queued];

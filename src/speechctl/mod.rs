@@ -8,7 +8,7 @@
 //! (settings, counts, timings — not the text, which is personal data).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod bench;
@@ -364,15 +364,26 @@ fn hotwords_count(h: &Hotwords) -> usize {
     h.len()
 }
 
+/// `say` arguments.
+#[derive(Debug, Clone)]
+pub struct SayArgs {
+    /// The text.
+    pub text: String,
+    /// Voice (default: `speech.tts.voice`).
+    pub voice: Option<String>,
+    /// Output WAV file.
+    pub out: PathBuf,
+    /// Sample rate of the file.
+    pub rate: u32,
+    /// Speaking rate (default: `speech.tts.speed`).
+    pub speed: Option<f64>,
+    /// Print pinyin and phonemes too.
+    pub show_pinyin: bool,
+}
+
 /// `vaultcall say`.
-pub fn say_cmd(
-    cfg: &Config,
-    text: &str,
-    voice: Option<&str>,
-    out: &Path,
-    rate: u32,
-    speed: Option<f64>,
-) -> Result<String, Failure> {
+pub fn say_cmd(cfg: &Config, a: &SayArgs) -> Result<String, Failure> {
+    let rate = a.rate;
     if !(8000..=48_000).contains(&rate) {
         return Err(Failure {
             code: app::exit::USAGE,
@@ -381,10 +392,10 @@ pub fn say_cmd(
     }
     let dir = data_dir(cfg);
     let engine = TtsEngine::load(&cfg.speech, &dir, None)?;
-    let voice = voice.unwrap_or(&cfg.speech.tts.voice);
-    let speed = speed.unwrap_or(cfg.speech.tts.speed);
+    let voice = a.voice.as_deref().unwrap_or(&cfg.speech.tts.voice);
+    let speed = a.speed.unwrap_or(cfg.speech.tts.speed);
     let (pcm, stats) = engine
-        .synthesize(text, voice, speed, rate)
+        .synthesize(&a.text, voice, speed, rate)
         .map_err(|e| match e {
             crate::speech::onnx::SpeechError::Input(m) => Failure {
                 code: app::exit::USAGE,
@@ -392,9 +403,18 @@ pub fn say_cmd(
             },
             other => Failure::from(other),
         })?;
+    let out = &a.out;
     std::fs::write(out, wav_bytes(rate, 1, &pcm))
         .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", out.display())))?;
-    Ok(format!(
+    let mut report = String::new();
+    if a.show_pinyin {
+        report.push_str(&format!(
+            "pinyin: {}\nphonemes: {}\n",
+            engine.frontend().pinyin(&a.text),
+            engine.frontend().phonemes(&a.text)
+        ));
+    }
+    report.push_str(&format!(
         "{}: {:.2} s at {rate} Hz, voice {voice}, {} clauses, first audio after {} ms, synthesis {} ms (RTF {:.2})\n",
         out.display(),
         stats.audio_secs,
@@ -402,5 +422,6 @@ pub fn say_cmd(
         stats.first_audio.as_millis(),
         stats.total.as_millis(),
         stats.total.as_secs_f64() / stats.audio_secs.max(1e-9)
-    ))
+    ));
+    Ok(report)
 }
