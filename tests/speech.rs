@@ -385,3 +385,23 @@ fn prompts_come_from_the_cache_the_second_time() {
         .unwrap();
     assert_eq!(n, 1, "only the new prompt is synthesised");
 }
+
+#[test]
+fn hotwords_leave_unrelated_words_alone_with_the_real_readings() {
+    let p = Pinyin::from_tsv(&std::fs::read_to_string(models().join("zh/chars.tsv")).unwrap());
+    let h = Hotwords::new(
+        &["还款".into(), "挂失".into(), "分期".into(), "账单".into()],
+        0.75,
+    );
+    for text in [
+        "不需要谢谢",
+        "可以提高额度吗",
+        "你们的客服电话是多少",
+        "一共是一万二千元对吧",
+    ] {
+        let (t, c) = h.correct(text, &p);
+        assert_eq!(t, text, "{c:?}");
+    }
+    let (t, c) = h.correct("怎么开通自动环款", &p);
+    assert_eq!(t, "怎么开通自动还款", "{c:?}");
+}

@@ -87,6 +87,9 @@ fn daemon_with_speech_starts_and_refuses_a_tampered_model_with_78() {
     let dir = tmp.path();
     let good = test_config(dir, "", &speech_section(&models(), ""));
     let mut d = Daemon::start_in(dir, &good);
+    let m = d.get("/metrics", None).text();
+    assert!(m.contains("vaultcall_asr_queue_depth 0"), "{m}");
+    assert!(m.contains("vaultcall_asr_refused 0"), "{m}");
     d.stop();
     assert!(
         d.log_text().contains("speech models verified and loaded"),

@@ -172,7 +172,7 @@ impl Classifier {
                         continue;
                     }
                     for w in chars.windows(kc.len()) {
-                        if let Some(s) = similarity(w, &kc, py)
+                        if let Some(s) = similarity(w, &kc, py, 0.5)
                             && s >= FUZZY_THRESHOLD
                             && best.is_none_or(|(b, _, _)| s > b)
                         {

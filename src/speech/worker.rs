@@ -115,6 +115,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Batches run.
     pub batches: AtomicU64,
+    /// Requests queued or being decoded now.
+    pub queued: AtomicU64,
 }
 
 /// The speech recogniser's worker pool (see the module documentation).
@@ -221,7 +223,10 @@ impl AsrEngine {
             audio: audio_16k,
             reply,
         }) {
-            Ok(()) => Ok(rx),
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(rx)
+            }
             Err(TrySendError::Full(_)) => {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 Err(SpeechError::Busy)
@@ -303,6 +308,9 @@ impl AsrWorker {
             let result = self.decode_batch(&audio);
             let took = mono().saturating_duration_since(t0);
             counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters
+                .queued
+                .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
             match result {
                 Ok(outs) => {
                     let batch = jobs.len();

@@ -152,7 +152,10 @@ impl Hotwords {
     }
 
     fn score(window: &[char], word: &[char], py: &Pinyin) -> Option<f64> {
-        similarity(window, word, py)
+        // Short hotwords need every syllable to sound the same (or nearly: one half a near
+        // miss); otherwise 话是 would become 挂失.
+        let min_per_char = if word.len() <= 3 { 0.9 } else { 0.5 };
+        similarity(window, word, py, min_per_char)
     }
 
     /// Replaces stretches that sound like a hotword (score ≥ threshold, not already the
@@ -197,9 +200,11 @@ impl Hotwords {
 }
 
 /// Pinyin similarity (0..1) of two equally long character strings: per character 1 when
-/// equal, else the best [`syllable_similarity`] over their readings; `None` when a character
-/// has no reading (not Chinese).
-pub fn similarity(window: &[char], word: &[char], py: &Pinyin) -> Option<f64> {
+/// equal, else the best [`syllable_similarity`] between the heard character's common reading
+/// and any reading of the wanted one (a recogniser writes a character for its common sound;
+/// rare readings would make unrelated words match). `None` when a character has no reading
+/// (not Chinese) or one pair of characters scores below `min_per_char`.
+pub fn similarity(window: &[char], word: &[char], py: &Pinyin, min_per_char: f64) -> Option<f64> {
     if window.len() != word.len() || word.is_empty() {
         return None;
     }
@@ -213,10 +218,13 @@ pub fn similarity(window: &[char], word: &[char], py: &Pinyin) -> Option<f64> {
         if ra.is_empty() || rb.is_empty() {
             return None;
         }
-        let best = ra
+        let best = rb
             .iter()
-            .flat_map(|x| rb.iter().map(move |y| syllable_similarity(x, y)))
+            .map(|y| syllable_similarity(&ra[0], y))
             .fold(0.0, f64::max);
+        if best < min_per_char {
+            return None;
+        }
         total += best;
     }
     Some(total / word.len() as f64)
