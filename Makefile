@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all setup build demo test test-unit lint deb test-deb test-systemd fmt clean
+.PHONY: all setup build demo test test-unit lint deb test-deb test-systemd fmt clean models bench-speech
 
 all: build
 
@@ -18,11 +18,21 @@ build: setup
 demo: build
 	@scripts/demo.sh
 
-## Everything CI runs: formatting and lints, all Rust tests, the .deb install/purge test.
-test: setup lint test-unit test-deb
+## Fetch, verify, assemble and convert the speech models and ONNX Runtime (models/models.toml;
+## idempotent: with everything in place it does nothing and needs no network).
+models: setup
+	@models/build.sh
 
-test-unit:
+## Everything CI runs: formatting and lints, all Rust tests (the speech tests use the real
+## models), the .deb install/purge test.
+test: setup models lint test-unit test-deb
+
+test-unit: models
 	$(CARGO) test --locked --all-targets
+
+## Speech quality and speed benchmarks (docs/benchmarks.md); not part of `make test`.
+bench-speech: models
+	$(CARGO) run --release --locked -- bench-speech
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -47,4 +57,4 @@ fmt:
 
 clean:
 	$(CARGO) clean
-	rm -rf var
+	rm -rf var models/out models/build

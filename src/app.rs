@@ -325,6 +325,10 @@ async fn run(cfg: Config, source: ConfigSource) -> Result<(), Failure> {
     let (receipt_key_id, _) = records.receipt_public_key();
     log::info!(receipt_key_id = receipt_key_id.as_str(); "master key loaded; vault open");
 
+    // Models: verified against the digests built into this binary, then loaded (exit 78 when
+    // the library or a model is missing or altered). The call wiring uses them later.
+    let _speech = load_speech(&cfg, &paths.data_dir)?;
+
     // Sockets.
     let cert = match &cfg.admin.tls {
         Some(t) => {
@@ -555,6 +559,75 @@ fn log_report(r: &ReloadReport) {
             "configuration reloaded"
         ),
     }
+}
+
+/// The speech engines the daemon holds while it runs.
+pub struct SpeechEngines {
+    /// Speech recognition workers.
+    pub asr: crate::speech::worker::AsrEngine,
+    /// Speech synthesis workers.
+    pub tts: crate::speech::worker::TtsEngine,
+}
+
+impl From<crate::speech::onnx::SpeechError> for Failure {
+    fn from(e: crate::speech::onnx::SpeechError) -> Self {
+        use crate::speech::onnx::SpeechError as E;
+        match e {
+            E::Library { .. } | E::Model { .. } => Self::config(e),
+            other => Self::runtime(other),
+        }
+    }
+}
+
+/// Verifies and loads the speech models when `speech.enabled`.
+pub fn load_speech(
+    cfg: &Config,
+    data_dir: &std::path::Path,
+) -> Result<Option<SpeechEngines>, Failure> {
+    if !cfg.speech.enabled {
+        log::info!("speech engine disabled (speech.enabled = false)");
+        return Ok(None);
+    }
+    let clock = SystemClock;
+    let t0 = clock.mono();
+    let asr = crate::speech::worker::AsrEngine::load(&cfg.speech, data_dir)?;
+    let tts = crate::speech::worker::TtsEngine::load(
+        &cfg.speech,
+        data_dir,
+        Some(under(data_dir, &cfg.speech.tts.cache_dir)),
+    )?;
+    log::info!(
+        load_ms = clock.mono().saturating_duration_since(t0).as_millis() as u64,
+        asr:? = asr.placed,
+        tts:? = tts.placed;
+        "speech models verified and loaded"
+    );
+    let r = metrics::global();
+    let c = asr.counters.clone();
+    r.gauge_fn(
+        "vaultcall_asr_utterances_decoded",
+        "Utterances the speech recogniser has decoded since start.",
+        move || c.done.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let c = asr.counters.clone();
+    r.gauge_fn(
+        "vaultcall_asr_refused",
+        "Utterances refused because the decode queue (speech.asr.queue) was full.",
+        move || c.refused.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let c = asr.counters.clone();
+    r.gauge_fn(
+        "vaultcall_asr_batches",
+        "Decode batches run (utterances / batches = mean batch size).",
+        move || c.batches.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    let q = asr.counters.clone();
+    r.gauge_fn(
+        "vaultcall_asr_queue_depth",
+        "Utterances waiting for or in decoding.",
+        move || q.queued.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    Ok(Some(SpeechEngines { asr, tts }))
 }
 
 /// Keys whose new values take effect on reload.

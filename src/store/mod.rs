@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod scripts;
 pub mod subjects;
 pub mod tokens;
+pub mod transcriptions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
