@@ -14,8 +14,9 @@ setup:
 build: setup
 	$(CARGO) build --release --locked
 
-## Build, start the daemon on its embedded defaults and show it working (DEMO_KEEP=1 keeps it running).
-demo: build
+## Build, fetch the models, start the daemon on its embedded defaults and show it working
+## (DEMO_KEEP=1 keeps it running).
+demo: build models
 	@scripts/demo.sh
 
 ## Fetch, verify, assemble and convert the speech models and ONNX Runtime (models/models.toml;

@@ -602,31 +602,35 @@ pub fn load_speech(
         tts:? = tts.placed;
         "speech models verified and loaded"
     );
-    let r = metrics::global();
-    let c = asr.counters.clone();
-    r.gauge_fn(
-        "vaultcall_asr_utterances_decoded",
-        "Utterances the speech recogniser has decoded since start.",
-        move || c.done.load(std::sync::atomic::Ordering::Relaxed) as f64,
-    );
-    let c = asr.counters.clone();
-    r.gauge_fn(
-        "vaultcall_asr_refused",
-        "Utterances refused because the decode queue (speech.asr.queue) was full.",
-        move || c.refused.load(std::sync::atomic::Ordering::Relaxed) as f64,
-    );
-    let c = asr.counters.clone();
-    r.gauge_fn(
-        "vaultcall_asr_batches",
-        "Decode batches run (utterances / batches = mean batch size).",
-        move || c.batches.load(std::sync::atomic::Ordering::Relaxed) as f64,
-    );
-    let q = asr.counters.clone();
-    r.gauge_fn(
-        "vaultcall_asr_queue_depth",
-        "Utterances waiting for or in decoding.",
-        move || q.queued.load(std::sync::atomic::Ordering::Relaxed) as f64,
-    );
+    type Field = fn(&crate::speech::worker::Counters) -> &std::sync::atomic::AtomicU64;
+    let gauges: [(&str, &str, Field); 4] = [
+        (
+            "vaultcall_asr_utterances_decoded",
+            "Utterances the speech recogniser has decoded since start.",
+            |c| &c.done,
+        ),
+        (
+            "vaultcall_asr_refused",
+            "Utterances refused because the decode queue (speech.asr.queue) was full.",
+            |c| &c.refused,
+        ),
+        (
+            "vaultcall_asr_batches",
+            "Decode batches run (utterances / batches = mean batch size).",
+            |c| &c.batches,
+        ),
+        (
+            "vaultcall_asr_queue_depth",
+            "Utterances waiting for or in decoding.",
+            |c| &c.queued,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let c = asr.counters.clone();
+        metrics::global().gauge_fn(name, help, move || {
+            field(&c).load(std::sync::atomic::Ordering::Relaxed) as f64
+        });
+    }
     Ok(Some(SpeechEngines { asr, tts }))
 }
 
