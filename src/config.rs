@@ -769,6 +769,8 @@ pub struct AsrConfig {
     pub max_tokens_per_second: usize,
     /// Shortest encoder window (ms): a short utterance is padded with silence to this length.
     pub min_window_ms: u32,
+    /// Beam search width (1 = greedy decoding).
+    pub beam_size: usize,
     /// Lowest pinyin similarity (0..1) at which a hotword replaces what was heard.
     pub hotword_threshold: f64,
 }
@@ -784,6 +786,7 @@ impl Default for AsrConfig {
             itn: true,
             max_tokens_per_second: 12,
             min_window_ms: 5_000,
+            beam_size: 1,
             hotword_threshold: 0.75,
         }
     }
@@ -908,6 +911,7 @@ impl SpeechConfig {
             2,
             50,
         )?;
+        range("speech.asr.beam_size", a.beam_size as u64, 1, 8)?;
         range(
             "speech.asr.min_window_ms",
             u64::from(a.min_window_ms),

@@ -127,6 +127,30 @@ fn batched_decoding_gives_the_same_text_as_one_by_one() {
 }
 
 #[test]
+fn beam_search_decodes_a_batch_with_the_real_model() {
+    let mut c = cfg();
+    c.asr.beam_size = 3;
+    let d = tempfile::tempdir().unwrap();
+    let beam = AsrEngine::load(&c, d.path()).expect("ASR loads");
+    let sentences = ["您好，这里是招商银行信用卡中心。", "好的，我明天就还。"];
+    let audio: Vec<Vec<i16>> = sentences
+        .iter()
+        .map(|s| phone(&tts().synthesize(s, "zm_yunjian", 1.0, 8000).unwrap().0))
+        .collect();
+    // Submitted together: one batch of two utterances × three rows each, caches reordered.
+    let rx: Vec<_> = audio
+        .iter()
+        .map(|a| beam.submit(to_16k(a)).unwrap())
+        .collect();
+    for (s, r) in sentences.iter().zip(rx) {
+        let raw = r.recv().unwrap().unwrap();
+        let text = post_process(&raw, &pp(), &beam.pinyin).text;
+        let (e, n) = cer(s, &text);
+        assert!(e * 100 <= n * 20, "{s} -> {text:?}: {e}/{n}");
+    }
+}
+
+#[test]
 fn streaming_emits_speech_started_and_utterances_with_times() {
     let one = tts()
         .synthesize("我已经还过了。", "zf_xiaobei", 1.0, 8000)

@@ -25,7 +25,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use super::asr::hotwords::Pinyin;
-use super::asr::{Greedy, PROMPT, RawTranscript, Tokenizer};
+use super::asr::{Beam, PROMPT, RawTranscript, Tokenizer};
 use super::mel::{HOP, MAX_FRAMES, MelFrontEnd, N_MELS};
 use super::onnx::{self, ExecutionProvider, Placed, SessionOptions, SpeechError};
 use super::tts::frontend::{FrontEnd, Lexicon, clauses};
@@ -150,6 +150,8 @@ struct AsrWorker {
     per_second: usize,
     /// Shortest encoder window in mel frames (`speech.asr.min_window_ms`).
     min_frames: usize,
+    /// Beam width (`speech.asr.beam_size`; 1 = greedy).
+    beam: usize,
 }
 
 impl AsrEngine {
@@ -191,6 +193,7 @@ impl AsrEngine {
                 max_batch: cfg.asr.max_batch,
                 per_second: cfg.asr.max_tokens_per_second,
                 min_frames: cfg.asr.min_window_ms as usize / 10,
+                beam: cfg.asr.beam_size,
             };
             let rx = rx.clone();
             let counters = counters.clone();
@@ -367,26 +370,44 @@ impl AsrWorker {
         let (ck_shape, ck) = extract(&enc, "cross_k")?;
         let (cv_shape, cv) = extract(&enc, "cross_v")?;
         drop(enc);
+        let w = self.beam.max(1);
+        let rows = b * w;
+        // Each utterance's rows share its cross-attention K/V.
+        let (ck, cv, ck_shape, cv_shape) = if w > 1 {
+            let parent: Vec<usize> = (0..b).flat_map(|u| std::iter::repeat_n(u, w)).collect();
+            let grow = |mut s: Vec<i64>| {
+                s[1] = rows as i64;
+                s
+            };
+            (
+                gather_rows(&ck, &ck_shape, &parent),
+                gather_rows(&cv, &cv_shape, &parent),
+                grow(ck_shape),
+                grow(cv_shape),
+            )
+        } else {
+            (ck, cv, ck_shape, cv_shape)
+        };
         let cross_k = tensor_f32(ck_shape.clone(), ck)?;
         let cross_v = tensor_f32(cv_shape, cv)?;
         let layers = ck_shape[0];
         let heads = ck_shape[2];
         let dh = ck_shape[4];
-        let mut greedy: Vec<Greedy> = audio
+        let mut search: Vec<Beam> = audio
             .iter()
-            .map(|a| Greedy::new(a.len() as f64 / 16_000.0, self.per_second))
+            .map(|a| Beam::new(w, a.len() as f64 / 16_000.0, self.per_second))
             .collect();
-        let mut tokens: Vec<i64> = (0..b)
+        let mut tokens: Vec<i64> = (0..rows)
             .flat_map(|_| PROMPT.iter().map(|t| i64::from(*t)))
             .collect();
         let mut n_new = PROMPT.len();
         let mut offset = 0i64;
-        let mut cache_shape = vec![layers, b as i64, heads, 0, dh];
+        let mut cache_shape = vec![layers, rows as i64, heads, 0, dh];
         let mut self_k: Vec<f32> = Vec::new();
         let mut self_v: Vec<f32> = Vec::new();
         loop {
             let outs = self.decoder.run(ort::inputs![
-                "tokens" => tensor_i64(vec![b as i64, n_new as i64], std::mem::take(&mut tokens))?,
+                "tokens" => tensor_i64(vec![rows as i64, n_new as i64], std::mem::take(&mut tokens))?,
                 "offset" => tensor_i64(vec![1], vec![offset])?,
                 "self_k" => tensor_f32(cache_shape.clone(), std::mem::take(&mut self_k))?,
                 "self_v" => tensor_f32(cache_shape.clone(), std::mem::take(&mut self_v))?,
@@ -399,33 +420,50 @@ impl AsrWorker {
             drop(outs);
             offset += n_new as i64;
             let vocab = lshape[1] as usize;
-            let mut next = Vec::with_capacity(b);
-            for (i, g) in greedy.iter_mut().enumerate() {
-                let row = &mut logits[i * vocab..(i + 1) * vocab];
-                next.push(
-                    g.step(&self.tokenizer, row)
-                        .map_or(i64::from(super::asr::EOT), i64::from),
-                );
+            let mut next = vec![i64::from(super::asr::EOT); rows];
+            let mut parent: Vec<usize> = (0..rows).collect();
+            for (u, s) in search.iter_mut().enumerate() {
+                let block = &mut logits[u * w * vocab..(u + 1) * w * vocab];
+                if let Some(sel) = s.step(&self.tokenizer, block, vocab) {
+                    for (j, (p, t)) in sel.into_iter().enumerate() {
+                        parent[u * w + j] = u * w + p;
+                        next[u * w + j] = i64::from(t);
+                    }
+                }
             }
-            if greedy.iter().all(|g| g.stopped().is_some())
-                || offset as usize + 1 >= super::asr::MAX_POSITIONS
+            if search.iter().all(Beam::stopped) || offset as usize + 1 >= super::asr::MAX_POSITIONS
             {
                 break;
             }
             tokens = next;
             n_new = 1;
+            if w > 1 {
+                self_k = gather_rows(&k, &kshape, &parent);
+                self_v = gather_rows(&v, &kshape, &parent);
+            } else {
+                self_k = k;
+                self_v = v;
+            }
             cache_shape = kshape;
-            self_k = k;
-            self_v = v;
         }
-        Ok(greedy
-            .into_iter()
-            .map(|g| {
-                let stop = g.stopped().unwrap_or(super::asr::StopReason::Length);
-                (g.tokens().to_vec(), stop)
-            })
-            .collect())
+        Ok(search.iter().map(Beam::result).collect())
     }
+}
+
+/// Rows of a `[layers, rows, …]` tensor picked by `parent` (row `r` of the result is row
+/// `parent[r]` of `data`, in every layer).
+fn gather_rows(data: &[f32], shape: &[i64], parent: &[usize]) -> Vec<f32> {
+    let layers = shape[0] as usize;
+    let rows = shape[1] as usize;
+    let per = data.len() / (layers * rows).max(1);
+    let mut out = Vec::with_capacity(layers * parent.len() * per);
+    for l in 0..layers {
+        for &p in parent {
+            let s = (l * rows + p) * per;
+            out.extend_from_slice(&data[s..s + per]);
+        }
+    }
+    out
 }
 
 /// A flag a speaker sets to stop a synthesis (barge-in).

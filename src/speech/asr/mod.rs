@@ -148,70 +148,169 @@ impl Tokenizer {
     }
 }
 
-/// One sequence's greedy decoding state.
+/// One hypothesis of a beam.
 #[derive(Debug, Clone)]
-pub struct Greedy {
+struct Hyp {
     tokens: Vec<u32>,
-    cap: usize,
-    stopped: Option<StopReason>,
+    logp: f64,
 }
 
-impl Greedy {
-    /// A decoder for `audio_secs` of speech with `per_second` tokens per second (+10).
-    pub fn new(audio_secs: f64, per_second: usize) -> Self {
+/// One sequence's beam-search state (Whisper's beam search: each live hypothesis proposes its
+/// best `width + 1` next tokens, the best `width` non-final candidates live on; a candidate
+/// that ends — end of text, a loop, the length cap — is kept as finished; decoding stops when
+/// `width` hypotheses have finished or none is live; the finished hypothesis with the best
+/// mean log-probability per token wins).
+///
+/// The worker runs `width` decoder rows per utterance. After each step, row `j` continues
+/// hypothesis `j` of [`Beam::step`]'s answer, whose KV cache is that of the row it came from.
+#[derive(Debug, Clone)]
+pub struct Beam {
+    width: usize,
+    cap: usize,
+    live: Vec<Hyp>,
+    finished: Vec<(Hyp, StopReason)>,
+}
+
+impl Beam {
+    /// A search of `width` hypotheses for `audio_secs` of speech: at most `per_second` tokens
+    /// per second of audio, plus 10 (width 1 is greedy decoding).
+    pub fn new(width: usize, audio_secs: f64, per_second: usize) -> Self {
+        let width = width.max(1);
         let cap = ((audio_secs * per_second as f64).ceil() as usize + 10)
             .min(MAX_POSITIONS - PROMPT.len() - 1);
         Self {
-            tokens: Vec::new(),
+            width,
             cap,
-            stopped: None,
+            live: vec![Hyp {
+                tokens: Vec::new(),
+                logp: 0.0,
+            }],
+            finished: Vec::new(),
         }
     }
 
-    /// Chooses the next token from this step's logits (masked in place). Returns the token
-    /// to feed next, or `None` once stopped.
-    pub fn step(&mut self, tok: &Tokenizer, logits: &mut [f32]) -> Option<u32> {
-        if self.stopped.is_some() {
+    /// Rows this search uses in a batch.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Takes this step's logits, `width` rows of `vocab` (masked and normalised in place; only
+    /// the rows of live hypotheses are read). Returns, for each of the `width` rows of the next
+    /// step, the row whose cache it continues and the token to feed — or `None` once stopped.
+    pub fn step(
+        &mut self,
+        tok: &Tokenizer,
+        logits: &mut [f32],
+        vocab: usize,
+    ) -> Option<Vec<(usize, u32)>> {
+        if self.live.is_empty() {
             return None;
         }
-        tok.mask(logits, self.tokens.is_empty());
-        let next = argmax(logits);
-        if next == EOT {
-            self.stopped = Some(StopReason::Eot);
+        let mut cand: Vec<(f64, usize, u32)> = Vec::new();
+        for (i, h) in self.live.iter().enumerate() {
+            let Some(row) = logits.get_mut(i * vocab..(i + 1) * vocab) else {
+                break;
+            };
+            tok.mask(row, h.tokens.is_empty());
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if !max.is_finite() {
+                continue;
+            }
+            // Greedy (one row) needs only the ranking, not normalised scores.
+            let lse = if self.width == 1 {
+                0.0
+            } else {
+                f64::from(max)
+                    + row
+                        .iter()
+                        .map(|x| f64::from(x - max).exp())
+                        .sum::<f64>()
+                        .ln()
+            };
+            for t in top_k(row, self.width + 1) {
+                cand.push((h.logp + f64::from(row[t as usize]) - lse, i, t));
+            }
+        }
+        cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut next: Vec<Hyp> = Vec::with_capacity(self.width);
+        let mut parents = Vec::with_capacity(self.width);
+        for (logp, i, t) in cand {
+            if next.len() >= self.width || self.finished.len() >= self.width {
+                break;
+            }
+            let mut tokens = self.live[i].tokens.clone();
+            if t == EOT {
+                self.finished.push((Hyp { tokens, logp }, StopReason::Eot));
+                continue;
+            }
+            tokens.push(t);
+            if let Some(keep) = repetition(&tokens) {
+                tokens.truncate(keep);
+                self.finished
+                    .push((Hyp { tokens, logp }, StopReason::Repetition));
+                continue;
+            }
+            if tokens.len() >= self.cap {
+                self.finished
+                    .push((Hyp { tokens, logp }, StopReason::Length));
+                continue;
+            }
+            // The same text reached from two rows: keep the better (first) one.
+            if next.iter().any(|h| h.tokens == tokens) {
+                continue;
+            }
+            next.push(Hyp { tokens, logp });
+            parents.push((i, t));
+        }
+        if self.finished.len() >= self.width || next.is_empty() {
+            self.live.clear();
             return None;
         }
-        self.tokens.push(next);
-        if let Some(keep) = repetition(&self.tokens) {
-            self.tokens.truncate(keep);
-            self.stopped = Some(StopReason::Repetition);
-            return None;
+        self.live = next;
+        // Unused rows repeat the last hypothesis (their output is never read).
+        let mut rows = parents.clone();
+        while rows.len() < self.width {
+            rows.push(*parents.last().unwrap_or(&(0, EOT)));
         }
-        if self.tokens.len() >= self.cap {
-            self.stopped = Some(StopReason::Length);
-            return None;
-        }
-        Some(next)
+        Some(rows)
     }
 
     /// Whether decoding has stopped.
-    pub fn stopped(&self) -> Option<StopReason> {
-        self.stopped
+    pub fn stopped(&self) -> bool {
+        self.live.is_empty()
     }
 
-    /// The tokens chosen so far.
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+    /// The result: the finished hypothesis with the best mean log-probability per token (the
+    /// live ones if none finished), with why it stopped.
+    pub fn result(&self) -> (Vec<u32>, StopReason) {
+        let score = |h: &Hyp| h.logp / h.tokens.len().max(1) as f64;
+        let best = self
+            .finished
+            .iter()
+            .max_by(|a, b| score(&a.0).total_cmp(&score(&b.0)))
+            .map(|(h, r)| (h.tokens.clone(), *r));
+        best.or_else(|| {
+            self.live
+                .iter()
+                .max_by(|a, b| score(a).total_cmp(&score(b)))
+                .map(|h| (h.tokens.clone(), StopReason::Length))
+        })
+        .unwrap_or((Vec::new(), StopReason::Length))
     }
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = (0usize, f32::NEG_INFINITY);
-    for (i, x) in v.iter().enumerate() {
-        if *x > best.1 {
-            best = (i, *x);
+/// The indices of the `k` largest values (finite only), best first.
+fn top_k(v: &[f32], k: usize) -> Vec<u32> {
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    for (i, &x) in v.iter().enumerate() {
+        if !x.is_finite() || (best.len() == k && x <= best[k - 1].0) {
+            continue;
         }
+        let pos = best.partition_point(|(y, _)| *y >= x);
+        best.insert(pos, (x, i as u32));
+        best.truncate(k);
     }
-    best.0 as u32
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Whisper's loops: the tail is an n-gram (1 ≤ n ≤ 12) repeated so often that it is not
@@ -346,7 +445,7 @@ mod tests {
             pieces: vec![Vec::new(); 51865],
             suppress: vec![5],
         };
-        let mut g = Greedy::new(0.0, 12);
+        let mut g = Beam::new(1, 0.0, 12);
         assert_eq!(g.cap, 10);
         let mut logits = vec![0f32; 51865];
         logits[EOT as usize] = 10.0;
@@ -354,21 +453,71 @@ mod tests {
         logits[5] = 8.0;
         logits[100] = 1.0;
         // First step: EOT and space are masked, suppressed 5 too.
-        assert_eq!(g.step(&tok, &mut logits.clone()), Some(100));
+        assert_eq!(
+            g.step(&tok, &mut logits.clone(), 51865),
+            Some(vec![(0, 100)])
+        );
         // Later: EOT wins.
-        assert_eq!(g.step(&tok, &mut logits.clone()), None);
-        assert_eq!(g.stopped(), Some(StopReason::Eot));
-        let mut g = Greedy::new(0.0, 12);
+        assert_eq!(g.step(&tok, &mut logits.clone(), 51865), None);
+        assert_eq!(g.result(), (vec![100], StopReason::Eot));
+        let mut g = Beam::new(1, 0.0, 12);
         let mut l = vec![0f32; 51865];
         l[FIRST_TIMESTAMP as usize + 3] = 99.0;
         l[42] = 1.0;
         for i in 0..10 {
             let mut x = l.clone();
             x[42 + i] = 2.0;
-            let r = g.step(&tok, &mut x);
+            let r = g.step(&tok, &mut x, 51865);
             assert_eq!(r.is_some(), i < 9, "{i}");
         }
-        assert_eq!(g.stopped(), Some(StopReason::Length));
+        assert!(g.stopped());
+        let (tokens, why) = g.result();
+        assert_eq!((tokens.len(), why), (10, StopReason::Length));
+    }
+
+    /// Rows of `vocab` logits: -100 everywhere but the given log-probabilities.
+    fn rows(vocab: usize, rows: &[&[(u32, f64)]]) -> Vec<f32> {
+        let mut out = vec![-100f32; vocab * rows.len()];
+        for (r, probs) in rows.iter().enumerate() {
+            for (t, p) in *probs {
+                out[r * vocab + *t as usize] = p.ln() as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn beam_search_finds_the_likelier_sequence_greedy_misses() {
+        let v = 51865;
+        let tok = Tokenizer {
+            pieces: vec![Vec::new(); v],
+            suppress: Vec::new(),
+        };
+        let (a, b, c, d, e, f, g) = (100, 200, 300, 400, 500, 600, 700);
+        let mut beam = Beam::new(2, 1.0, 12);
+        // Step 1 (both rows hold the prompt; only the first is read): A 0.6, B 0.4.
+        let sel = beam.step(&tok, &mut rows(v, &[&[(a, 0.6), (b, 0.4)], &[]]), v);
+        assert_eq!(sel, Some(vec![(0, a), (0, b)]));
+        // Step 2: after A no end in sight; after B the end is likely (0.4 × 0.9 = 0.36).
+        let sel = beam.step(
+            &tok,
+            &mut rows(
+                v,
+                &[&[(c, 0.3), (d, 0.3), (e, 0.4)], &[(EOT, 0.9), (f, 0.1)]],
+            ),
+            v,
+        );
+        // B+EOT finished; A+E (0.24) and A+C (0.18) live on, both from row 0.
+        assert_eq!(sel, Some(vec![(0, e), (0, c)]));
+        // Step 3: A+E ends (0.12): two finished, the search stops.
+        let sel = beam.step(
+            &tok,
+            &mut rows(v, &[&[(EOT, 0.5), (g, 0.5)], &[(EOT, 0.5), (g, 0.5)]]),
+            v,
+        );
+        assert_eq!(sel, None);
+        // Mean log-probability: B (ln 0.36 / 1) beats A E (ln 0.12 / 2); greedy says A E.
+        assert_eq!(beam.result(), (vec![b], StopReason::Eot));
     }
 
     #[test]
