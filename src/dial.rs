@@ -34,24 +34,31 @@ use crate::sip::outcome::Outcome;
 use crate::telemetry::Redacted;
 use crate::time::{Clock, SystemClock};
 
-/// What to dial and how.
-#[derive(Debug, Clone)]
+/// What to dial and how (the arguments of `vaultcall dial`; doc comments are its help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DialArgs {
-    /// The callee's number (digits, optional leading +).
+    /// The number to call.
     pub number: String,
-    /// Trunk name (first trunk if absent).
+    /// Trunk name (default: the first [[sip.trunks]]).
+    #[arg(long)]
     pub trunk: Option<String>,
-    /// WAV to play when answered.
+    /// WAV file to play when answered (16-bit PCM, any rate; resampled to 8 kHz).
+    #[arg(long)]
     pub play: Option<PathBuf>,
-    /// Record into the vault (encrypted).
+    /// Record both legs into the encrypted vault (left customer, right robot).
+    #[arg(long)]
     pub record: bool,
-    /// Also write an unencrypted stereo WAV (lab use with test lines only).
+    /// Also write an UNENCRYPTED stereo WAV here (lab use with test lines only).
+    #[arg(long, value_name = "OUT.wav")]
     pub record_wav: Option<PathBuf>,
-    /// Hang up this long after the answer (default: the WAV's length plus 1 s, or 10 s).
+    /// Hang up this many seconds after the answer.
+    #[arg(long)]
     pub seconds: Option<f64>,
     /// DTMF digits to send (RFC 4733) one second after the answer.
+    #[arg(long)]
     pub dtmf: Option<String>,
-    /// Transfer the answered call to this URI (REFER) one second after the answer.
+    /// Transfer the answered call to this SIP URI (REFER, 转人工) one second after the answer.
+    #[arg(long)]
     pub transfer: Option<String>,
 }
 

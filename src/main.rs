@@ -44,29 +44,8 @@ enum Cmd {
     /// Place one test call through a trunk: play a WAV, record both legs, print the SIP flow,
     /// the outcome and media statistics.
     Dial {
-        /// The number to call.
-        number: String,
-        /// Trunk name (default: the first [[sip.trunks]]).
-        #[arg(long)]
-        trunk: Option<String>,
-        /// WAV file to play when answered (16-bit PCM, any rate; resampled to 8 kHz).
-        #[arg(long)]
-        play: Option<PathBuf>,
-        /// Record both legs into the encrypted vault (left customer, right robot).
-        #[arg(long)]
-        record: bool,
-        /// Also write an UNENCRYPTED stereo WAV here (lab use with test lines only).
-        #[arg(long, value_name = "OUT.wav")]
-        record_wav: Option<PathBuf>,
-        /// Hang up this many seconds after the answer.
-        #[arg(long)]
-        seconds: Option<f64>,
-        /// DTMF digits to send (RFC 4733) one second after the answer.
-        #[arg(long)]
-        dtmf: Option<String>,
-        /// Transfer the answered call to this SIP URI (REFER, 转人工) one second after the answer.
-        #[arg(long)]
-        transfer: Option<String>,
+        #[command(flatten)]
+        args: vaultcall::dial::DialArgs,
         /// Config file.
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
@@ -105,23 +84,8 @@ enum Cmd {
     },
     /// Synthesise Mandarin speech to a WAV file.
     Say {
-        /// The text.
-        text: String,
-        /// Voice (default: speech.tts.voice).
-        #[arg(long)]
-        voice: Option<String>,
-        /// Output WAV file.
-        #[arg(short = 'o', long = "out")]
-        out: PathBuf,
-        /// Sample rate of the file (8000 for the phone).
-        #[arg(long, default_value_t = 24_000)]
-        rate: u32,
-        /// Speaking rate (default: speech.tts.speed).
-        #[arg(long)]
-        speed: Option<f64>,
-        /// Also print the pinyin (after normalisation and tone sandhi) and Kokoro phonemes.
-        #[arg(long)]
-        show_pinyin: bool,
+        #[command(flatten)]
+        args: vaultcall::speechctl::SayArgs,
         /// Config file.
         #[arg(long, short, env = "VAULTCALL_CONFIG")]
         config: Option<PathBuf>,
@@ -522,32 +486,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 ScriptCmd::Schema => Ok(vaultcall::conversation::Script::json_schema()),
             }
         }
-        Cmd::Dial {
-            number,
-            trunk,
-            play,
-            record,
-            record_wav,
-            seconds,
-            dtmf,
-            transfer,
-            config,
-        } => {
-            let cfg = with_config(config)?;
-            vaultcall::dial::run(
-                &cfg,
-                &vaultcall::dial::DialArgs {
-                    number,
-                    trunk,
-                    play,
-                    record,
-                    record_wav,
-                    seconds,
-                    dtmf,
-                    transfer,
-                },
-            )
-        }
+        Cmd::Dial { args, config } => vaultcall::dial::run(&with_config(config)?, &args),
         Cmd::Trunk {
             cmd: TrunkCmd::Status { json, config },
         } => vaultcall::runtime::trunk_state::status_cmd(&with_config(config)?, json),
@@ -568,25 +507,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 out,
             },
         ),
-        Cmd::Say {
-            text,
-            voice,
-            out,
-            rate,
-            speed,
-            show_pinyin,
-            config,
-        } => vaultcall::speechctl::say_cmd(
-            &with_config(config)?,
-            &vaultcall::speechctl::SayArgs {
-                text,
-                voice,
-                out,
-                rate,
-                speed,
-                show_pinyin,
-            },
-        ),
+        Cmd::Say { args, config } => vaultcall::speechctl::say_cmd(&with_config(config)?, &args),
         Cmd::BenchSpeech {
             only,
             limit,

@@ -29,22 +29,11 @@ fn free_udp_port() -> u16 {
 }
 
 fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
-    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(&data);
-    std::fs::write(path, b).unwrap();
+    std::fs::write(
+        path,
+        vaultcall::media::resample::wav_bytes(rate, 1, samples),
+    )
+    .unwrap();
 }
 
 fn vaultcall_config(dir: &Path, trunk_port: u16, extra_trunk: &str) -> PathBuf {
@@ -114,6 +103,19 @@ fn dial(config: &Path, args: &[&str]) -> Dialed {
 struct Peer {
     child: Child,
     log: PathBuf,
+}
+
+impl Peer {
+    /// Waits up to 10 s for the peer to end its scenario and asserts it succeeded (exit 0),
+    /// showing its log otherwise.
+    fn assert_finished_ok(&mut self, context: &str) {
+        assert_eq!(
+            wait_exit(&mut self.child, Duration::from_secs(10)),
+            Some(0),
+            "{context}{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
 }
 
 impl Drop for Peer {
@@ -438,13 +440,7 @@ fn failure_responses_map_to_status_codes() {
             d.stdout
         );
         // SIPp got its ACK and finished the scenario successfully.
-        let status = wait_exit(&mut peer.child, Duration::from_secs(10));
-        assert_eq!(
-            status,
-            Some(0),
-            "sipp failed for {code}: {}",
-            std::fs::read_to_string(&peer.log).unwrap_or_default()
-        );
+        peer.assert_finished_ok(&format!("sipp failed for {code}: "));
     }
 }
 
@@ -464,12 +460,7 @@ fn ring_timeout_cancels_and_is_no_answer() {
     );
     assert!(d.stdout.contains("→ CANCEL"), "{}", d.stdout);
     assert!(started.elapsed() >= Duration::from_secs(5));
-    assert_eq!(
-        wait_exit(&mut peer.child, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&peer.log).unwrap_or_default()
-    );
+    peer.assert_finished_ok("");
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
@@ -895,12 +886,7 @@ fn early_media_183_is_played_and_recorded() {
         left.len() / 8
     );
     assert!(spoken >= 1000, "early media audible for only {spoken} ms");
-    assert_eq!(
-        wait_exit(&mut peer.child, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&peer.log).unwrap_or_default()
-    );
+    peer.assert_finished_ok("");
 }
 
 #[test]
@@ -946,12 +932,7 @@ fn peer_reinvite_update_refresh_and_bye_mid_call() {
         "{}",
         d.stdout
     );
-    assert_eq!(
-        wait_exit(&mut peer.child, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&peer.log).unwrap_or_default()
-    );
+    peer.assert_finished_ok("");
 }
 
 #[test]
@@ -1003,12 +984,7 @@ fn refer_transfer_is_accepted_and_followed() {
         "{}",
         d.stdout
     );
-    assert_eq!(
-        wait_exit(&mut peer.child, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&peer.log).unwrap_or_default()
-    );
+    peer.assert_finished_ok("");
 }
 
 fn answer_then_our_bye() -> String {
@@ -1052,12 +1028,7 @@ fn call_over_tcp() {
         std::fs::read_to_string(&peer.log).unwrap_or_default()
     );
     assert!(d.stdout.contains("← 200 OK (CSeq 2 BYE)"), "{}", d.stdout);
-    assert_eq!(
-        wait_exit(&mut peer.child, Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&peer.log).unwrap_or_default()
-    );
+    peer.assert_finished_ok("");
     let msgs = std::fs::read_to_string(tmp.path().join("sipp.msg")).unwrap_or_default();
     assert!(
         msgs.contains("Via: SIP/2.0/TCP "),

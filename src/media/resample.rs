@@ -176,20 +176,9 @@ pub fn resample(samples: &[i16], rate: u32, to: u32) -> Vec<i16> {
 
 /// A 16-bit PCM WAV file of interleaved `samples`.
 pub fn wav_bytes(rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
+    let data_len = u32::try_from(samples.len() * 2).unwrap_or(u32::MAX);
     let mut b = Vec::with_capacity(44 + samples.len() * 2);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
-    b.extend_from_slice(&(2 * channels).to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
+    b.extend_from_slice(&crate::wav::header(rate, channels, data_len));
     for s in samples {
         b.extend_from_slice(&s.to_le_bytes());
     }
@@ -216,23 +205,10 @@ mod tests {
     use super::*;
     use crate::media::tone::{dominant_frequency, rms, sine};
 
+    /// A WAV file with an extra LIST chunk before `data` (the reader must skip it).
     fn wav(rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
-        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let mut b = Vec::new();
-        b.extend_from_slice(b"RIFF");
-        b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-        b.extend_from_slice(b"WAVEfmt ");
-        b.extend_from_slice(&16u32.to_le_bytes());
-        b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&channels.to_le_bytes());
-        b.extend_from_slice(&rate.to_le_bytes());
-        b.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
-        b.extend_from_slice(&(2 * channels).to_le_bytes());
-        b.extend_from_slice(&16u16.to_le_bytes());
-        b.extend_from_slice(b"LIST\x04\x00\x00\x00abcd");
-        b.extend_from_slice(b"data");
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&data);
+        let mut b = wav_bytes(rate, channels, samples);
+        b.splice(36..36, b"LIST\x04\x00\x00\x00abcd".iter().copied());
         b
     }
 

@@ -162,25 +162,7 @@ impl<W: Write + Seek + Send> RecordingSink for WavSink<W> {
 
 /// The 44-octet RIFF/WAVE header of a stereo 16-bit 8 kHz PCM file with `data_len` octets.
 fn wav_header(data_len: u32) -> [u8; 44] {
-    let channels: u16 = 2;
-    let bits: u16 = 16;
-    let block_align = channels * bits / 8;
-    let byte_rate = SAMPLE_RATE * u32::from(block_align);
-    let mut h = [0u8; 44];
-    h[0..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&(36u32.saturating_add(data_len)).to_le_bytes());
-    h[8..12].copy_from_slice(b"WAVE");
-    h[12..16].copy_from_slice(b"fmt ");
-    h[16..20].copy_from_slice(&16u32.to_le_bytes());
-    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-    h[22..24].copy_from_slice(&channels.to_le_bytes());
-    h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h[28..32].copy_from_slice(&byte_rate.to_le_bytes());
-    h[32..34].copy_from_slice(&block_align.to_le_bytes());
-    h[34..36].copy_from_slice(&bits.to_le_bytes());
-    h[36..40].copy_from_slice(b"data");
-    h[40..44].copy_from_slice(&data_len.to_le_bytes());
-    h
+    crate::wav::header(SAMPLE_RATE, 2, data_len)
 }
 
 /// Reads back a stereo 16-bit WAV written by [`WavSink`]: `(left, right)`. For tests and tools;

@@ -74,6 +74,33 @@ pub struct Requester<'a> {
     pub via: &'static str,
 }
 
+/// A [`Requester`] that can move into a store job.
+struct OwnedRequester {
+    actor: String,
+    role: Option<String>,
+    via: &'static str,
+}
+
+impl Requester<'_> {
+    fn to_owned_requester(self) -> OwnedRequester {
+        OwnedRequester {
+            actor: self.actor.to_owned(),
+            role: self.role.map(str::to_owned),
+            via: self.via,
+        }
+    }
+}
+
+impl OwnedRequester {
+    fn borrow(&self) -> Requester<'_> {
+        Requester {
+            actor: &self.actor,
+            role: self.role.as_deref(),
+            via: self.via,
+        }
+    }
+}
+
 /// An entry of the suppression list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppression {
@@ -207,15 +234,11 @@ impl Records {
         }
         let subject = self.subject_key(number);
         let (h, reason, now) = (subject.0, reason.map(str::to_owned), self.now_ms());
-        let (actor, role, via) = (by.actor.to_owned(), by.role.map(str::to_owned), by.via);
+        let (who, via) = (by.to_owned_requester(), by.via);
         let (added, row) = self.store.write(move |c| {
             let added = subjects::suppress(c, &h, source.as_str(), reason.as_deref(), now)?;
             let row = subjects::suppression(c, &h)?.ok_or(StoreError::NotFound)?;
-            let by = Requester {
-                actor: &actor,
-                role: role.as_deref(),
-                via,
-            };
+            let by = who.borrow();
             audit_entry(
                 c,
                 &by,
@@ -243,14 +266,10 @@ impl Records {
     ) -> Result<Option<Suppression>, RecordsError> {
         let subject = self.subject_key(number);
         let (h, now) = (subject.0, self.now_ms());
-        let (actor, role, via) = (by.actor.to_owned(), by.role.map(str::to_owned), by.via);
+        let (who, via) = (by.to_owned_requester(), by.via);
         let row = self.store.write(move |c| {
             let row = subjects::suppression(c, &h)?;
-            let by = Requester {
-                actor: &actor,
-                role: role.as_deref(),
-                via,
-            };
+            let by = who.borrow();
             audit_entry(
                 c,
                 &by,
@@ -292,18 +311,14 @@ impl Records {
         )?;
         let subject = self.subject_key(number);
         let (h, consent, now) = (subject.0, consent_ref.to_owned(), self.now_ms());
-        let (actor, role, via) = (by.actor.to_owned(), by.role.map(str::to_owned), by.via);
+        let (who, via) = (by.to_owned_requester(), by.via);
         let row = self.store.write_with(move |c| -> Result<_, RecordsError> {
             if erasure::unfinished_for(c, &h)? {
                 return Err(RecordsError::ErasureInProgress);
             }
             let erased = subjects::by_hash(c, &h)?.is_some_and(|s| s.wrapped_key.is_none());
             let row = subjects::lift(c, &h)?;
-            let by = Requester {
-                actor: &actor,
-                role: role.as_deref(),
-                via,
-            };
+            let by = who.borrow();
             let detail = match &row {
                 Some(r) => json!({
                     "consent_ref": consent,

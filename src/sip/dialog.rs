@@ -807,6 +807,15 @@ impl OutboundCall {
         b.build().ok()
     }
 
+    /// Ends the call because its session timer lapsed (RFC 4028 §10): BYE, hung up by us.
+    fn end_session_timer(&mut self, now: Instant, dialog: Dialog) {
+        let o = self.cfg.outcomes.outcome(Ending::Hangup {
+            by: HangupBy::System,
+            cause: "session_timer",
+        });
+        self.send_bye(now, dialog, o);
+    }
+
     fn send_bye(&mut self, now: Instant, mut dialog: Dialog, outcome: Outcome) {
         match self.in_dialog(&mut dialog, Method::Bye, now) {
             Some(bye) => {
@@ -888,11 +897,7 @@ impl OutboundCall {
             (State::Confirmed(d), Method::Invite) if d.refresh_cseq == Some(cseq) => {
                 // A session refresh that got no answer: the session is gone (RFC 4028 §10).
                 let d = (**d).clone();
-                let o = self.cfg.outcomes.outcome(Ending::Hangup {
-                    by: HangupBy::System,
-                    cause: "session_timer",
-                });
-                self.send_bye(now, d, o);
+                self.end_session_timer(now, d);
             }
             _ => {}
         }
@@ -1214,11 +1219,7 @@ impl OutboundCall {
             491 => {}
             408 | 481 => {
                 let d = (**d).clone();
-                let o = self.cfg.outcomes.outcome(Ending::Hangup {
-                    by: HangupBy::System,
-                    cause: "session_timer",
-                });
-                self.send_bye(now, d, o);
+                self.end_session_timer(now, d);
             }
             _ => {}
         }
@@ -1326,11 +1327,7 @@ impl OutboundCall {
         } else {
             // RFC 4028 §10: the refresher missed its refresh; end the session.
             log::info!(interval = t.interval; "session refresh overdue; ending the call");
-            let o = self.cfg.outcomes.outcome(Ending::Hangup {
-                by: HangupBy::System,
-                cause: "session_timer",
-            });
-            self.send_bye(now, dialog, o);
+            self.end_session_timer(now, dialog);
         }
     }
 }

@@ -364,20 +364,25 @@ fn hotwords_count(h: &Hotwords) -> usize {
     h.len()
 }
 
-/// `say` arguments.
-#[derive(Debug, Clone)]
+/// `vaultcall say` arguments (doc comments are its help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SayArgs {
     /// The text.
     pub text: String,
-    /// Voice (default: `speech.tts.voice`).
+    /// Voice (default: speech.tts.voice).
+    #[arg(long)]
     pub voice: Option<String>,
     /// Output WAV file.
+    #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
-    /// Sample rate of the file.
+    /// Sample rate of the file (8000 for the phone).
+    #[arg(long, default_value_t = 24_000)]
     pub rate: u32,
-    /// Speaking rate (default: `speech.tts.speed`).
+    /// Speaking rate (default: speech.tts.speed).
+    #[arg(long)]
     pub speed: Option<f64>,
-    /// Print pinyin and phonemes too.
+    /// Also print the pinyin (after normalisation and tone sandhi) and Kokoro phonemes.
+    #[arg(long)]
     pub show_pinyin: bool,
 }
 

@@ -525,23 +525,9 @@ impl<R: Read> Read for PlaintextStream<R> {
     }
 }
 
-/// A 44-byte RIFF/WAVE header for `data_len` bytes of 16-bit PCM.
+/// A 44-byte RIFF/WAVE header for `data_len` bytes of 16-bit PCM at 8 kHz.
 pub fn wav_header(channels: u16, data_len: u32) -> Vec<u8> {
-    let byte_rate = SAMPLE_RATE * u32::from(channels) * 2;
-    let mut h = Vec::with_capacity(44);
-    h.extend_from_slice(b"RIFF");
-    h.extend_from_slice(&data_len.saturating_add(36).to_le_bytes());
-    h.extend_from_slice(b"WAVEfmt ");
-    h.extend_from_slice(&16u32.to_le_bytes());
-    h.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    h.extend_from_slice(&channels.to_le_bytes());
-    h.extend_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h.extend_from_slice(&byte_rate.to_le_bytes());
-    h.extend_from_slice(&(channels * 2).to_le_bytes());
-    h.extend_from_slice(&16u16.to_le_bytes());
-    h.extend_from_slice(b"data");
-    h.extend_from_slice(&data_len.to_le_bytes());
-    h
+    crate::wav::header(SAMPLE_RATE, channels, data_len).to_vec()
 }
 
 /// The layout of a file found by walking its length fields (no decryption): the plaintext

@@ -189,11 +189,6 @@ impl Beam {
         }
     }
 
-    /// Rows this search uses in a batch.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
     /// Takes this step's logits, `width` rows of `vocab` (masked and normalised in place; only
     /// the rows of live hypotheses are read). Returns, for each of the `width` rows of the next
     /// step, the row whose cache it continues and the token to feed — or `None` once stopped.
@@ -268,11 +263,9 @@ impl Beam {
         }
         self.live = next;
         // Unused rows repeat the last hypothesis (their output is never read).
-        let mut rows = parents.clone();
-        while rows.len() < self.width {
-            rows.push(*parents.last().unwrap_or(&(0, EOT)));
-        }
-        Some(rows)
+        let last = *parents.last().unwrap_or(&(0, EOT));
+        parents.resize(self.width, last);
+        Some(parents)
     }
 
     /// Whether decoding has stopped.
